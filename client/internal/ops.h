@@ -1,0 +1,32 @@
+#pragma once
+// Shared helpers of the op front end (tensor.cpp, ops.cpp): check, infer, issue.
+
+#include <string_view>
+#include <vector>
+
+#include <gt/tensor.h>
+
+#include "client/internal/tensor_node.h"
+#include "common/op_table.h"
+
+namespace gt::client {
+
+/// The node of a defined tensor; throws std::invalid_argument naming `op` otherwise.
+const TensorNode& node_of(const Tensor& t, std::string_view op);
+
+/// Runs the op table's rule; rethrows its std::invalid_argument as
+/// "[client.<op>] <what>".
+std::vector<TensorMeta> infer_or_throw(const OpInfo& info, const OpCall& call);
+
+/// Checks and issues an op on one or two tensors with a single result.
+Tensor apply(OpCode code, const Tensor& a, const Tensor* b, std::vector<int64_t> ints = {},
+             std::vector<double> floats = {});
+
+/// Checks and issues an in-place op on `self` (and `other`).
+void apply_inplace(OpCode code, const Tensor& self, const Tensor* other,
+                   std::vector<int64_t> ints = {}, std::vector<double> floats = {});
+
+/// The attribute lists carrying a number operand (ints[0] or floats[0]).
+void scalar_attrs(Scalar s, std::vector<int64_t>& ints, std::vector<double>& floats);
+
+}  // namespace gt::client

@@ -1,0 +1,146 @@
+// Free functions of the API: arithmetic operators and tensor creation.
+
+#include <bit>
+
+#include <gt/tensor.h>
+
+#include "client/internal/api.h"
+#include "client/internal/ops.h"
+#include "client/internal/session.h"
+#include "common/check.h"
+#include "common/shape.h"
+
+namespace gt {
+
+using client::apply;
+
+namespace {
+
+Tensor with_scalar(OpCode code, const Tensor& a, Scalar s) {
+  std::vector<int64_t> ints;
+  std::vector<double> floats;
+  client::scalar_attrs(s, ints, floats);
+  return apply(code, a, nullptr, std::move(ints), std::move(floats));
+}
+
+// Creation ops are checked before the session is touched, so a bad shape
+// throws even when no cluster is reachable.
+Tensor create(OpCode code, std::vector<int64_t> ints, std::vector<double> floats, DType dtype,
+              bool requires_grad, zmq::message_t* payload = nullptr) {
+  const OpInfo& info = op_info(code);
+  std::vector<TensorMeta> out =
+      client::infer_or_throw(info, OpCall{{}, ints, floats, dtype});
+  std::shared_ptr<client::Session> session = client::current_session();
+  const wire::TensorId id = session->new_id();
+  wire::Instr in;
+  in.op = code;
+  in.outputs.assign(1, id);
+  in.ints = std::move(ints);
+  in.floats = std::move(floats);
+  in.dtype = dtype;
+  if (payload) {
+    session->issue(std::move(in), std::move(*payload));
+  } else {
+    session->issue(std::move(in));
+  }
+  return Tensor(std::make_shared<client::TensorNode>(std::move(session), id,
+                                                     std::move(out[0]), requires_grad));
+}
+
+}  // namespace
+
+Tensor operator+(const Tensor& a, const Tensor& b) { return apply(OpCode::Add, a, &b); }
+Tensor operator-(const Tensor& a, const Tensor& b) { return apply(OpCode::Sub, a, &b); }
+Tensor operator*(const Tensor& a, const Tensor& b) { return apply(OpCode::Mul, a, &b); }
+Tensor operator/(const Tensor& a, const Tensor& b) { return apply(OpCode::Div, a, &b); }
+Tensor operator+(const Tensor& a, Scalar s) { return with_scalar(OpCode::AddScalar, a, s); }
+Tensor operator-(const Tensor& a, Scalar s) { return with_scalar(OpCode::SubScalar, a, s); }
+Tensor operator*(const Tensor& a, Scalar s) { return with_scalar(OpCode::MulScalar, a, s); }
+Tensor operator/(const Tensor& a, Scalar s) { return with_scalar(OpCode::DivScalar, a, s); }
+Tensor operator+(Scalar s, const Tensor& a) { return with_scalar(OpCode::AddScalar, a, s); }
+Tensor operator-(Scalar s, const Tensor& a) { return with_scalar(OpCode::RSubScalar, a, s); }
+Tensor operator*(Scalar s, const Tensor& a) { return with_scalar(OpCode::MulScalar, a, s); }
+Tensor operator/(Scalar s, const Tensor& a) { return with_scalar(OpCode::RDivScalar, a, s); }
+Tensor operator-(const Tensor& a) { return apply(OpCode::Neg, a, nullptr); }
+Tensor matmul(const Tensor& a, const Tensor& b) { return apply(OpCode::Matmul, a, &b); }
+
+Tensor randn(const Shape& shape, const TensorOptions& options) {
+  return create(OpCode::Randn, shape, {}, options.dtype(), options.requires_grad());
+}
+Tensor rand(const Shape& shape, const TensorOptions& options) {
+  return create(OpCode::Rand, shape, {}, options.dtype(), options.requires_grad());
+}
+Tensor zeros(const Shape& shape, const TensorOptions& options) {
+  return create(OpCode::Zeros, shape, {}, options.dtype(), options.requires_grad());
+}
+Tensor ones(const Shape& shape, const TensorOptions& options) {
+  return create(OpCode::Ones, shape, {}, options.dtype(), options.requires_grad());
+}
+Tensor full(const Shape& shape, Scalar value, const TensorOptions& options) {
+  return create(OpCode::Full, shape, {value.to_double()}, options.dtype(),
+                options.requires_grad());
+}
+
+Tensor arange(Scalar end, const TensorOptions& options) {
+  return arange(0, end, 1, options);
+}
+Tensor arange(Scalar start, Scalar end, const TensorOptions& options) {
+  return arange(start, end, 1, options);
+}
+Tensor arange(Scalar start, Scalar end, Scalar step, const TensorOptions& options) {
+  const bool integral = start.is_integral() && end.is_integral() && step.is_integral();
+  const DType dtype = options.dtype_or(integral ? DType::Int64 : DType::Float32);
+  return create(OpCode::Arange, {}, {start.to_double(), end.to_double(), step.to_double()},
+                dtype, options.requires_grad());
+}
+
+template <typename T>
+  requires detail::is_data_type_v<T>
+Tensor tensor(std::vector<T> data, Shape shape) {
+  int64_t n = 0;
+  try {
+    n = checked_numel(shape);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("[client.tensor] ") + e.what());
+  }
+  GT_CHECK(static_cast<int64_t>(data.size()) == n, "[client.tensor] data has ", data.size(),
+           " elements but shape ", shape_str(shape), " has ", n);
+  zmq::message_t payload;
+  if constexpr (std::is_same_v<T, bool>) {
+    // std::vector<bool> is packed: send one byte per element.
+    std::vector<uint8_t> bytes(data.size());
+    for (size_t i = 0; i < data.size(); ++i) bytes[i] = data[i] ? 1 : 0;
+    if (!bytes.empty()) {
+      auto* owned = new std::vector<uint8_t>(std::move(bytes));
+      payload = zmq::message_t(
+          owned->data(), owned->size(),
+          [](void*, void* hint) { delete static_cast<std::vector<uint8_t>*>(hint); }, owned);
+    }
+  } else if (!data.empty()) {
+    // Zero-copy: the frame owns the moved vector until ZeroMQ has sent it.
+    auto* owned = new std::vector<T>(std::move(data));
+    payload = zmq::message_t(
+        owned->data(), owned->size() * sizeof(T),
+        [](void*, void* hint) { delete static_cast<std::vector<T>*>(hint); }, owned);
+  }
+  return create(OpCode::FromData, std::move(shape), {}, dtype_of<T>(), false, &payload);
+}
+
+template <typename T>
+  requires detail::is_data_type_v<T>
+Tensor tensor(std::vector<T> data) {
+  Shape shape{static_cast<int64_t>(data.size())};
+  return tensor<T>(std::move(data), std::move(shape));
+}
+
+#define GT_INSTANTIATE_TENSOR(T)                                         \
+  template GT_API Tensor tensor<T>(std::vector<T> data, Shape shape); \
+  template GT_API Tensor tensor<T>(std::vector<T> data);
+GT_INSTANTIATE_TENSOR(float)
+GT_INSTANTIATE_TENSOR(double)
+GT_INSTANTIATE_TENSOR(int32_t)
+GT_INSTANTIATE_TENSOR(int64_t)
+GT_INSTANTIATE_TENSOR(bool)
+#undef GT_INSTANTIATE_TENSOR
+
+}  // namespace gt

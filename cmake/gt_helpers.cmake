@@ -1,0 +1,51 @@
+# Helpers that apply gt's warnings and sanitizer flags to gt's own targets only.
+
+set(_gt_sanitizers address thread undefined)
+if(GT_SANITIZER AND NOT GT_SANITIZER IN_LIST _gt_sanitizers)
+  message(FATAL_ERROR "gt: GT_SANITIZER must be one of ${_gt_sanitizers}, got '${GT_SANITIZER}'")
+endif()
+
+function(gt_target_defaults target)
+  target_compile_features(${target} PUBLIC cxx_std_20)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wno-unused-parameter)
+  if(GT_WERROR)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
+  if(GT_SANITIZER)
+    target_compile_options(${target} PRIVATE -fsanitize=${GT_SANITIZER} -fno-omit-frame-pointer)
+    target_link_options(${target} PUBLIC -fsanitize=${GT_SANITIZER})
+  endif()
+endfunction()
+
+# gt_add_library(name STATIC|SHARED sources...)
+function(gt_add_library name kind)
+  add_library(${name} ${kind} ${ARGN})
+  gt_target_defaults(${name})
+endfunction()
+
+function(gt_add_executable name)
+  add_executable(${name} ${ARGN})
+  gt_target_defaults(${name})
+endfunction()
+
+# gt_add_test_exe(name sources...): a Catch2 v2 binary whose test cases ctest discovers.
+function(gt_add_test_exe name)
+  add_executable(${name} ${ARGN})
+  gt_target_defaults(${name})
+  target_link_libraries(${name} PRIVATE Catch2::Catch2)
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR})
+endfunction()
+
+# gt_add_catch_tests(name sources... LIBS libs...): a test binary with Catch2's
+# shared main, registered with ctest; test cases tagged [gpu] are skipped unless
+# GT_GPU_TESTS is on.
+function(gt_add_catch_tests name)
+  cmake_parse_arguments(ARG "" "" "LIBS" ${ARGN})
+  gt_add_test_exe(${name} ${ARG_UNPARSED_ARGUMENTS})
+  target_link_libraries(${name} PRIVATE gt_catch_main ${ARG_LIBS})
+  if(GT_GPU_TESTS)
+    catch_discover_tests(${name} PROPERTIES TIMEOUT 300)
+  else()
+    catch_discover_tests(${name} TEST_SPEC "~[gpu]" PROPERTIES TIMEOUT 300)
+  endif()
+endfunction()

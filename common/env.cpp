@@ -1,0 +1,54 @@
+#include "common/env.h"
+
+#include <cstdlib>
+
+#include "common/check.h"
+
+namespace gt {
+
+std::optional<std::string> env_string(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return std::nullopt;
+  return std::string(v);
+}
+
+int64_t env_int(const char* name, int64_t fallback, int64_t min, int64_t max) {
+  auto v = env_string(name);
+  if (!v) return fallback;
+  char* end = nullptr;
+  errno = 0;
+  const long long x = std::strtoll(v->c_str(), &end, 10);
+  GT_CHECK(errno == 0 && end && *end == '\0' && x >= min && x <= max, "[env] ", name, "='",
+           *v, "': expected an integer in [", min, ", ", max, "]");
+  return x;
+}
+
+bool env_flag(const char* name) {
+  auto v = env_string(name);
+  if (!v) return false;
+  if (*v == "1" || *v == "true" || *v == "yes" || *v == "on") return true;
+  if (*v == "0" || *v == "false" || *v == "no" || *v == "off") return false;
+  GT_CHECK(false, "[env] ", name, "='", *v, "': expected 1/0, true/false, yes/no or on/off");
+  return false;
+}
+
+Env read_env() {
+  Env e;
+  e.dispatcher = env_string("GT_DISPATCHER");
+  e.workers = env_int("GT_WORKERS", 1, 1, 256);
+  e.executable = env_string("GT_EXECUTABLE");
+  e.heartbeat_interval_ms = env_int("GT_HEARTBEAT_INTERVAL_MS", 250, 10, 60000);
+  e.heartbeat_timeout_ms = env_int("GT_HEARTBEAT_TIMEOUT_MS", 3000, 50, 3600000);
+  e.connect_timeout_ms = env_int("GT_CONNECT_TIMEOUT_MS", 30000, 100, 3600000);
+  e.batch_max_instructions = env_int("GT_BATCH_SIZE", 1024, 1, 1 << 20);
+  e.batch_max_delay_us = env_int("GT_BATCH_DELAY_US", 500, 0, 10000000);
+  e.log_level = env_string("GT_LOG_LEVEL");
+  return e;
+}
+
+const Env& env() {
+  static const Env e = read_env();
+  return e;
+}
+
+}  // namespace gt

@@ -1,0 +1,56 @@
+#include "common/shape.h"
+
+#include "common/check.h"
+
+namespace gt {
+
+std::string shape_str(std::span<const int64_t> shape) {
+  std::string out = "(";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) out += ", ";
+    out += std::to_string(shape[i]);
+  }
+  return out + ")";
+}
+
+int64_t checked_numel(std::span<const int64_t> shape) {
+  GT_CHECK(static_cast<int64_t>(shape.size()) <= kMaxRank, "rank ", shape.size(),
+           " exceeds the maximum of ", kMaxRank);
+  for (int64_t d : shape) GT_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d == 0) return 0;
+    GT_CHECK(n <= kMaxNumel / d, "shape ", shape_str(shape),
+             " has more than 2^48 elements");
+    n *= d;
+  }
+  return n;
+}
+
+int64_t numel(std::span<const int64_t> shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+Shape broadcast_shapes(std::span<const int64_t> a, std::span<const int64_t> b) {
+  const size_t rank = std::max(a.size(), b.size());
+  Shape out(rank);
+  for (size_t i = 0; i < rank; ++i) {
+    const int64_t da = i < rank - a.size() ? 1 : a[i - (rank - a.size())];
+    const int64_t db = i < rank - b.size() ? 1 : b[i - (rank - b.size())];
+    GT_CHECK(da == db || da == 1 || db == 1, "shapes cannot be broadcast: lhs ",
+             shape_str(a), ", rhs ", shape_str(b));
+    out[i] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+int64_t wrap_dim(int64_t dim, int64_t rank) {
+  const int64_t r = std::max<int64_t>(rank, 1);  // scalars accept dim 0 and -1
+  GT_CHECK(dim >= -r && dim < r, "dim ", dim, " out of range: expected a dim in [",
+           -r, ", ", r - 1, "] for a tensor of rank ", rank);
+  return dim < 0 ? dim + r : dim;
+}
+
+}  // namespace gt

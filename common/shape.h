@@ -1,0 +1,34 @@
+#pragma once
+// Shapes are std::vector<int64_t>; helpers for numel, broadcasting, dims.
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace gt {
+
+using Shape = std::vector<int64_t>;
+
+/// Largest element count gt accepts for one tensor (2^48): bounds every size
+/// read off the wire before anything is allocated.
+inline constexpr int64_t kMaxNumel = int64_t{1} << 48;
+/// Largest rank gt accepts.
+inline constexpr int64_t kMaxRank = 16;
+
+/// "(2, 3)"; a scalar shape prints as "()".
+std::string shape_str(std::span<const int64_t> shape);
+
+/// Element count; throws std::invalid_argument on negative dims or past kMaxNumel.
+int64_t checked_numel(std::span<const int64_t> shape);
+
+/// Element count without checks (shape already validated).
+int64_t numel(std::span<const int64_t> shape);
+
+/// NumPy broadcasting of two shapes; throws std::invalid_argument naming both.
+Shape broadcast_shapes(std::span<const int64_t> a, std::span<const int64_t> b);
+
+/// Wraps a possibly negative dim into [0, rank); throws naming the valid range.
+int64_t wrap_dim(int64_t dim, int64_t rank);
+
+}  // namespace gt

@@ -1,0 +1,207 @@
+#include "common/wire.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include <gt/error.h>
+
+#include "common/check.h"
+
+namespace gt::wire {
+namespace {
+
+// Hands the builder's buffer to ZeroMQ without copying.
+zmq::message_t finish(flatbuffers::FlatBufferBuilder& fbb,
+                      flatbuffers::Offset<Message> root) {
+  fbb.Finish(root, MessageIdentifier());
+  auto* buf = new flatbuffers::DetachedBuffer(fbb.Release());
+  return zmq::message_t(
+      buf->data(), buf->size(),
+      [](void*, void* hint) { delete static_cast<flatbuffers::DetachedBuffer*>(hint); },
+      buf);
+}
+
+template <typename T>
+zmq::message_t wrap(flatbuffers::FlatBufferBuilder& fbb, uint64_t session,
+                    flatbuffers::Offset<T> body) {
+  return finish(fbb, CreateMessage(fbb, session, BodyTraits<T>::enum_value, body.Union()));
+}
+
+flatbuffers::Offset<Failure> write_failure(flatbuffers::FlatBufferBuilder& fbb,
+                                           const FailureInfo& f) {
+  return CreateFailure(fbb, static_cast<uint16_t>(f.code), fbb.CreateString(f.message),
+                       f.worker, fbb.CreateString(f.op), f.tensor);
+}
+
+}  // namespace
+
+const Message* decode(zmq::message_t& frame) {
+  if (frame.size() < 8 || frame.size() > kMaxHeaderBytes) {
+    throw ProtocolError("[wire.decode] header frame of " + std::to_string(frame.size()) +
+                        " bytes: expected a gt message of 8 bytes to 1 GiB");
+  }
+  if (reinterpret_cast<uintptr_t>(frame.data()) % alignof(uint64_t) != 0) {
+    // A message built on our own buffer keeps that buffer's alignment,
+    // whatever its size (ZeroMQ stores small copied messages inline).
+    const size_t size = frame.size();
+    void* aligned = std::aligned_alloc(alignof(uint64_t), (size + 7) / 8 * 8);
+    if (!aligned) throw ProtocolError("[wire.decode] out of memory copying a header frame");
+    std::memcpy(aligned, frame.data(), size);
+    frame = zmq::message_t(aligned, size, [](void* p, void*) { std::free(p); }, nullptr);
+  }
+  const auto* data = static_cast<const uint8_t*>(frame.data());
+  if (!MessageBufferHasIdentifier(data)) {
+    throw ProtocolError("[wire.decode] header frame lacks the GT01 identifier: not a gt message");
+  }
+  flatbuffers::Verifier::Options opts;
+  opts.max_depth = 16;
+  opts.max_tables = 4 * kMaxInstructionsPerBatch;
+  flatbuffers::Verifier verifier(data, frame.size(), opts);
+  if (!VerifyMessageBuffer(verifier)) {
+    throw ProtocolError("[wire.decode] header frame failed verification (" +
+                        std::to_string(frame.size()) + " bytes): truncated or corrupt");
+  }
+  const Message* msg = GetMessage(data);
+  if (msg->body_type() == Body::NONE || msg->body() == nullptr) {
+    throw ProtocolError("[wire.decode] message has no body");
+  }
+  if (msg->body_type() > Body::MAX) {
+    throw ProtocolError("[wire.decode] unknown body type " +
+                        std::to_string(static_cast<int>(msg->body_type())));
+  }
+  if (const auto* b = msg->body_as_Batch();
+      b && b->instructions() && b->instructions()->size() > kMaxInstructionsPerBatch) {
+    throw ProtocolError("[wire.decode] batch of " +
+                        std::to_string(b->instructions()->size()) +
+                        " instructions exceeds the limit of " +
+                        std::to_string(kMaxInstructionsPerBatch));
+  }
+  return msg;
+}
+
+std::string_view body_name(Body b) {
+  const char* name = EnumNameBody(b);
+  return name && *name ? name : "Unknown";
+}
+
+zmq::message_t encode_hello(Role role, std::string_view device, uint64_t capacity_bytes,
+                            int64_t pid, std::string_view name, uint32_t min_workers,
+                            uint32_t version) {
+  flatbuffers::FlatBufferBuilder fbb(256);
+  auto dev = fbb.CreateString(device.data(), device.size());
+  auto nm = fbb.CreateString(name.data(), name.size());
+  return wrap(fbb, 0, CreateHello(fbb, version, role, dev, capacity_bytes, pid, nm, min_workers));
+}
+
+zmq::message_t encode_welcome(uint64_t session, int worker, uint32_t workers) {
+  flatbuffers::FlatBufferBuilder fbb(128);
+  return wrap(fbb, session, CreateWelcome(fbb, kProtocolVersion, session, worker, workers));
+}
+
+zmq::message_t encode_batch(uint64_t session, uint64_t seq, std::span<const Instr> instrs) {
+  flatbuffers::FlatBufferBuilder fbb(64 + 96 * instrs.size());
+  std::vector<flatbuffers::Offset<Instruction>> offsets;
+  offsets.reserve(instrs.size());
+  for (const Instr& in : instrs) {
+    auto outs = in.outputs.empty() ? 0 : fbb.CreateVector(in.outputs);
+    auto ins = in.inputs.empty() ? 0 : fbb.CreateVector(in.inputs);
+    auto ints = in.ints.empty() ? 0 : fbb.CreateVector(in.ints);
+    auto floats = in.floats.empty() ? 0 : fbb.CreateVector(in.floats);
+    InstructionBuilder b(fbb);
+    b.add_kind(in.kind);
+    b.add_op(static_cast<uint16_t>(in.op));
+    if (!in.outputs.empty()) b.add_outputs(outs);
+    if (!in.inputs.empty()) b.add_inputs(ins);
+    if (!in.ints.empty()) b.add_ints(ints);
+    if (!in.floats.empty()) b.add_floats(floats);
+    b.add_dtype(static_cast<uint8_t>(in.dtype));
+    b.add_payload(in.payload);
+    b.add_request(in.request);
+    offsets.push_back(b.Finish());
+  }
+  auto vec = fbb.CreateVector(offsets);
+  return wrap(fbb, session, CreateBatch(fbb, seq, vec));
+}
+
+zmq::message_t encode_fetch_reply(uint64_t session, uint64_t request, TensorId tensor,
+                                  DType dtype, std::span<const int64_t> shape) {
+  flatbuffers::FlatBufferBuilder fbb(128);
+  auto s = fbb.CreateVector(shape.data(), shape.size());
+  return wrap(fbb, session,
+              CreateFetchReply(fbb, request, tensor, static_cast<uint8_t>(dtype), s));
+}
+
+zmq::message_t encode_sync_reply(uint64_t session, uint64_t request,
+                                 std::span<const FailureInfo> errors) {
+  flatbuffers::FlatBufferBuilder fbb(128);
+  std::vector<flatbuffers::Offset<Failure>> fs;
+  for (const auto& f : errors) fs.push_back(write_failure(fbb, f));
+  auto v = fbb.CreateVector(fs);
+  return wrap(fbb, session, CreateSyncReply(fbb, request, v));
+}
+
+zmq::message_t encode_error_reply(uint64_t session, uint64_t request, const FailureInfo& f) {
+  flatbuffers::FlatBufferBuilder fbb(256);
+  auto fo = write_failure(fbb, f);
+  return wrap(fbb, session, CreateErrorReply(fbb, request, fo));
+}
+
+zmq::message_t encode_heartbeat(uint64_t session) {
+  flatbuffers::FlatBufferBuilder fbb(64);
+  return wrap(fbb, session, CreateHeartbeat(fbb));
+}
+
+zmq::message_t encode_bye(uint64_t session) {
+  flatbuffers::FlatBufferBuilder fbb(64);
+  return wrap(fbb, session, CreateBye(fbb));
+}
+
+FailureInfo to_failure_info(const Failure* f) {
+  FailureInfo out;
+  if (!f) return failure(Status::Malformed, "[wire] error reply without a failure");
+  out.code = f->code() < kNumStatus ? static_cast<Status>(f->code()) : Status::Internal;
+  out.message = f->message() ? f->message()->str() : "";
+  out.worker = f->worker();
+  out.op = f->op() ? f->op()->str() : "";
+  out.tensor = f->tensor();
+  return out;
+}
+
+Instr to_instr(const Instruction* in) {
+  Instr out;
+  out.kind = in->kind();
+  out.op = static_cast<OpCode>(in->op());
+  auto o = view(in->outputs());
+  out.outputs.assign(o.begin(), o.end());
+  auto i = view(in->inputs());
+  out.inputs.assign(i.begin(), i.end());
+  auto n = view(in->ints());
+  out.ints.assign(n.begin(), n.end());
+  auto f = view(in->floats());
+  out.floats.assign(f.begin(), f.end());
+  out.dtype = static_cast<DType>(in->dtype());
+  out.payload = in->payload();
+  out.request = in->request();
+  return out;
+}
+
+FailureInfo failure(Status code, std::string message, int worker, std::string op,
+                    TensorId tensor) {
+  return FailureInfo{code, std::move(message), worker, std::move(op), tensor};
+}
+
+void throw_failure(const FailureInfo& f) {
+  switch (f.code) {
+    case Status::Malformed:
+    case Status::VersionMismatch:
+    case Status::WrongRole:
+      throw ProtocolError(f.message);
+    case Status::Timeout:
+      throw TimeoutError(f.message);
+    default:
+      throw RemoteError(f.message, f.worker, f.op, static_cast<int>(f.code));
+  }
+}
+
+}  // namespace gt::wire

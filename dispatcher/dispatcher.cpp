@@ -1,0 +1,598 @@
+#include "dispatcher/dispatcher.h"
+
+#include <csignal>
+#include <cstdio>
+#include <optional>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include <gt/error.h>
+
+#include "common/dtype_rules.h"
+#include "common/env.h"
+#include "common/logging.h"
+#include "common/op_table.h"
+#include "common/transport.h"
+#include "common/wire.h"
+
+namespace gt::dispatcher {
+namespace {
+
+using wire::TensorId;
+
+struct WorkerEntry {
+  std::string identity;
+  std::string device;
+  uint64_t capacity_bytes = 0;
+  int64_t pid = 0;
+  int64_t last_seen_ms = 0;
+  bool alive = true;
+  std::unordered_set<uint64_t> sessions;
+
+  std::string describe(int index) const {
+    return "worker " + std::to_string(index) + " (" + device + ", pid " + std::to_string(pid) + ")";
+  }
+};
+
+// A Fetch or Sync forwarded to workers and not yet answered.
+struct PendingRequest {
+  wire::InstrKind kind = wire::InstrKind::Sync;
+  int outstanding = 0;  // workers still to answer (Sync)
+  std::vector<wire::FailureInfo> errors;
+};
+
+struct Session {
+  uint64_t id = 0;
+  std::string identity;  // the client's ROUTER identity
+  std::string name;
+  int64_t pid = 0;
+  int64_t last_seen_ms = 0;
+  int worker = -1;  // placement: every tensor of the session lives there for now
+  // Logical tensor table: meta when the op table could infer it.
+  std::unordered_map<TensorId, std::optional<TensorMeta>> tensors;
+  std::unordered_map<uint64_t, PendingRequest> requests;
+  std::optional<wire::FailureInfo> lost;  // set once its worker is lost
+};
+
+struct PendingHello {
+  std::string identity;
+  std::string name;
+  int64_t pid = 0;
+  uint32_t min_workers = 1;
+  int64_t deadline_ms = 0;
+};
+
+enum class PeerRole { Client, Worker };
+struct Peer {
+  PeerRole role;
+  uint64_t id;  // session id or worker index
+};
+
+}  // namespace
+
+struct Dispatcher::State {
+  DispatcherOptions options;
+  Env env = read_env();
+  std::shared_ptr<spdlog::logger> log = make_logger("dispatcher");
+  zmq::context_t context{1};
+  zmq::socket_t router{context, zmq::socket_type::router};
+  std::string endpoint;
+  std::atomic<bool> stopping{false};
+  DispatcherStats stats;
+
+  // run() thread only below this line.
+  std::unordered_map<std::string, Peer> peers;
+  std::vector<WorkerEntry> workers;
+  std::unordered_map<uint64_t, Session> sessions;
+  std::vector<PendingHello> pending_hellos;
+  uint64_t next_session = 1;
+
+  void serve_message(Frames& frames);
+  void on_hello(const std::string& identity, const wire::Hello* hello);
+  void on_client(Session& s, const wire::Message* msg, Frames& frames);
+  void on_worker(int index, const wire::Message* msg, Frames& frames);
+  void on_batch(Session& s, const wire::Batch* batch, Frames& frames);
+  void track(Session& s, const wire::Instruction* in);
+  void welcome_client(const PendingHello& h);
+  void close_session(uint64_t id, const char* why);
+  void lose_worker(int index, const std::string& why);
+  void fail_request(Session& s, uint64_t request, const wire::FailureInfo& f);
+  void check_timers();
+  int alive_workers() const;
+  int place_session() const;
+
+  enum class Sent { Ok, QueueFull, Unreachable };
+  /// Unreachable when the peer is gone (ROUTER_MANDATORY reports it).
+  Sent send(const std::string& identity, zmq::message_t header, Frames* data = nullptr,
+            size_t data_from = 0);
+  void reply_error(const std::string& identity, uint64_t session, uint64_t request,
+                   const wire::FailureInfo& f) {
+    send(identity, wire::encode_error_reply(session, request, f));
+  }
+};
+
+Dispatcher::Dispatcher(DispatcherOptions options) : state_(std::make_unique<State>()) {
+  auto& s = *state_;
+  s.options = std::move(options);
+  check_endpoint(s.options.listen);
+  configure_socket(s.router);
+  s.router.set(zmq::sockopt::router_mandatory, 1);
+  // "tcp://host:0" asks for any free port, as "tcp://host:*" does in ZeroMQ.
+  std::string bind_to = s.options.listen;
+  if (bind_to.rfind("tcp://", 0) == 0 && bind_to.size() > 2 &&
+      bind_to.compare(bind_to.size() - 2, 2, ":0") == 0) {
+    bind_to.replace(bind_to.size() - 1, 1, "*");
+  }
+  try {
+    s.router.bind(bind_to);
+  } catch (const zmq::error_t& e) {
+    throw TransportError("[dispatcher] cannot bind " + s.options.listen + ": " + e.what());
+  }
+  s.endpoint = s.router.get(zmq::sockopt::last_endpoint);
+  s.log->info("listening endpoint={}", s.endpoint);
+  if (!s.options.endpoint_file.empty()) {
+    // Written whole under a temporary name, then renamed: readers never see a
+    // partial endpoint.
+    const std::string tmp = s.options.endpoint_file + ".tmp";
+    std::FILE* f = std::fopen(tmp.c_str(), "w");
+    if (!f || std::fputs(s.endpoint.c_str(), f) < 0 || std::fclose(f) != 0 ||
+        std::rename(tmp.c_str(), s.options.endpoint_file.c_str()) != 0) {
+      throw Error("[dispatcher] cannot write the endpoint file " + s.options.endpoint_file);
+    }
+  }
+}
+
+Dispatcher::~Dispatcher() = default;
+
+const std::string& Dispatcher::endpoint() const { return state_->endpoint; }
+const DispatcherStats& Dispatcher::stats() const { return state_->stats; }
+void Dispatcher::stop() { state_->stopping.store(true); }
+
+void Dispatcher::run() {
+  auto& s = *state_;
+  const auto tick = std::chrono::milliseconds(
+      std::clamp<int64_t>(s.env.heartbeat_interval_ms / 2, 5, 100));
+  while (!s.stopping.load(std::memory_order_relaxed)) {
+    zmq::pollitem_t items[] = {{s.router.handle(), 0, ZMQ_POLLIN, 0}};
+    try {
+      zmq::poll(items, 1, tick);
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;
+      throw;
+    }
+    // Drain what is queued, bounded so timers still run under load.
+    for (int i = 0; i < 4096; ++i) {
+      std::optional<Frames> frames;
+      try {
+        frames = recv_frames(s.router);
+      } catch (const zmq::error_t& e) {
+        if (e.num() == EINTR) break;
+        throw;
+      }
+      if (!frames) break;
+      s.stats.messages_in.fetch_add(1, std::memory_order_relaxed);
+      try {
+        s.serve_message(*frames);
+      } catch (const std::exception& e) {
+        // Nothing a peer sends may stop the dispatcher.
+        s.log->error("internal error while serving a message: {}", e.what());
+      }
+    }
+    s.check_timers();
+  }
+  // Tell workers that every session is over so they free memory.
+  for (auto& [id, session] : s.sessions) {
+    if (session.worker >= 0 && s.workers[session.worker].alive) {
+      s.send(s.workers[session.worker].identity, wire::encode_bye(id));
+    }
+  }
+  s.log->info("stopped endpoint={}", s.endpoint);
+}
+
+Dispatcher::State::Sent Dispatcher::State::send(const std::string& identity, zmq::message_t header, Frames* data,
+                             size_t data_from) {
+  Frames out;
+  out.reserve(2 + (data ? data->size() - data_from : 0));
+  out.emplace_back(identity.data(), identity.size());
+  out.push_back(std::move(header));
+  if (data) {
+    for (size_t i = data_from; i < data->size(); ++i) out.push_back(std::move((*data)[i]));
+  }
+  try {
+    if (send_frames(router, out)) return Sent::Ok;
+    log->warn("send to peer dropped: queue full");
+    return Sent::QueueFull;
+  } catch (const zmq::error_t& e) {
+    // EHOSTUNREACH: the peer disconnected; callers or timers clean up.
+    log->debug("send to a gone peer failed: {}", e.what());
+    return Sent::Unreachable;
+  }
+}
+
+void Dispatcher::State::serve_message(Frames& frames) {
+  if (frames.size() < 2) {
+    stats.malformed.fetch_add(1);
+    log->warn("dropping a message of {} frame(s): expected identity, header, data...",
+              frames.size());
+    return;
+  }
+  const std::string identity = frames[0].to_string();
+  const wire::Message* msg = nullptr;
+  try {
+    msg = wire::decode(frames[1]);
+  } catch (const ProtocolError& e) {
+    stats.malformed.fetch_add(1);
+    log->warn("malformed message from peer: {}", e.what());
+    reply_error(identity, 0, 0, wire::failure(Status::Malformed, e.what()));
+    return;
+  }
+  if (msg->body_type() == wire::Body::Hello) {
+    on_hello(identity, msg->body_as_Hello());
+    return;
+  }
+  auto peer = peers.find(identity);
+  if (peer == peers.end()) {
+    log->warn("{} from an unregistered peer: rejected", wire::body_name(msg->body_type()));
+    reply_error(identity, 0, 0,
+                wire::failure(Status::WrongRole,
+                              "[dispatcher] expected Hello first, got " +
+                                  std::string(wire::body_name(msg->body_type()))));
+    return;
+  }
+  if (peer->second.role == PeerRole::Worker) {
+    on_worker(static_cast<int>(peer->second.id), msg, frames);
+    return;
+  }
+  auto session = sessions.find(peer->second.id);
+  if (session == sessions.end()) {
+    reply_error(identity, peer->second.id, 0,
+                wire::failure(Status::SessionClosed, "[dispatcher] session " +
+                                                         std::to_string(peer->second.id) +
+                                                         " is closed; reconnect"));
+    peers.erase(peer);
+    return;
+  }
+  session->second.last_seen_ms = now_ms();
+  on_client(session->second, msg, frames);
+}
+
+void Dispatcher::State::on_hello(const std::string& identity, const wire::Hello* hello) {
+  if (hello->version() != wire::kProtocolVersion) {
+    const std::string text = "[dispatcher] protocol version mismatch: dispatcher speaks " +
+                             std::to_string(wire::kProtocolVersion) + ", peer sent " +
+                             std::to_string(hello->version());
+    log->warn("{}", text);
+    reply_error(identity, 0, 0, wire::failure(Status::VersionMismatch, text));
+    return;
+  }
+  if (peers.contains(identity)) {
+    // A peer re-registering on the same connection: forget the old role first.
+    const Peer old = peers[identity];
+    if (old.role == PeerRole::Client) close_session(old.id, "client said Hello again");
+    else lose_worker(static_cast<int>(old.id), "worker registered again");
+    peers.erase(identity);
+  }
+  const std::string name = hello->name() ? hello->name()->str() : "";
+  if (hello->role() == wire::Role::Worker) {
+    WorkerEntry w;
+    w.identity = identity;
+    w.device = hello->device() ? hello->device()->str() : "cpu";
+    w.capacity_bytes = hello->capacity_bytes();
+    w.pid = hello->pid();
+    w.last_seen_ms = now_ms();
+    const int index = static_cast<int>(workers.size());
+    workers.push_back(std::move(w));
+    peers[identity] = Peer{PeerRole::Worker, static_cast<uint64_t>(index)};
+    stats.workers_joined.fetch_add(1);
+    log->info("worker joined worker={} dev={} pid={}", index, workers[index].device,
+              workers[index].pid);
+    send(identity, wire::encode_welcome(0, index, alive_workers()));
+    // Clients waiting for workers may go ahead now.
+    std::vector<PendingHello> still;
+    for (auto& h : pending_hellos) {
+      if (alive_workers() >= static_cast<int>(h.min_workers)) welcome_client(h);
+      else still.push_back(std::move(h));
+    }
+    pending_hellos = std::move(still);
+    return;
+  }
+  if (hello->role() != wire::Role::Client) {
+    reply_error(identity, 0, 0,
+                wire::failure(Status::WrongRole,
+                              "[dispatcher] unknown role " +
+                                  std::to_string(static_cast<int>(hello->role())) +
+                                  ": expected client (0) or worker (1)"));
+    return;
+  }
+  PendingHello h{identity, name, hello->pid(), std::max<uint32_t>(1, hello->min_workers()),
+                 now_ms() + options.worker_wait_ms};
+  if (alive_workers() >= static_cast<int>(h.min_workers)) welcome_client(h);
+  else pending_hellos.push_back(std::move(h));
+}
+
+int Dispatcher::State::alive_workers() const {
+  int n = 0;
+  for (const auto& w : workers) n += w.alive;
+  return n;
+}
+
+int Dispatcher::State::place_session() const {
+  // The alive worker with the fewest sessions (sharding comes with signals).
+  int best = -1;
+  for (int i = 0; i < static_cast<int>(workers.size()); ++i) {
+    if (!workers[i].alive) continue;
+    if (best < 0 || workers[i].sessions.size() < workers[best].sessions.size()) best = i;
+  }
+  return best;
+}
+
+void Dispatcher::State::welcome_client(const PendingHello& h) {
+  Session s;
+  s.id = next_session++;
+  s.identity = h.identity;
+  s.name = h.name;
+  s.pid = h.pid;
+  s.last_seen_ms = now_ms();
+  s.worker = place_session();
+  s.tensors.reserve(1024);
+  workers[s.worker].sessions.insert(s.id);
+  peers[h.identity] = Peer{PeerRole::Client, s.id};
+  stats.sessions_opened.fetch_add(1);
+  log->info("session opened session={} client={} pid={} worker={}", s.id, s.name, s.pid,
+            s.worker);
+  const uint64_t id = s.id;
+  sessions.emplace(id, std::move(s));
+  send(h.identity, wire::encode_welcome(id, -1, alive_workers()));
+}
+
+void Dispatcher::State::on_client(Session& s, const wire::Message* msg, Frames& frames) {
+  switch (msg->body_type()) {
+    case wire::Body::Batch:
+      on_batch(s, msg->body_as_Batch(), frames);
+      return;
+    case wire::Body::Heartbeat:
+      send(s.identity, wire::encode_heartbeat(s.id));
+      return;
+    case wire::Body::Bye: {
+      const std::string identity = s.identity;
+      close_session(s.id, "client said Bye");
+      peers.erase(identity);
+      return;
+    }
+    default:
+      log->warn("session={} sent {}: not a client message", s.id,
+                wire::body_name(msg->body_type()));
+      reply_error(s.identity, s.id, 0,
+                  wire::failure(Status::WrongRole,
+                                "[dispatcher] clients may send Batch, Heartbeat or Bye, got " +
+                                    std::string(wire::body_name(msg->body_type()))));
+  }
+}
+
+void Dispatcher::State::on_batch(Session& s, const wire::Batch* batch, Frames& frames) {
+  const auto* instrs = batch->instructions();
+  const size_t n = instrs ? instrs->size() : 0;
+  stats.instructions.fetch_add(n, std::memory_order_relaxed);
+  // The worker needs the session id; stamp it into the header in place so the
+  // batch and its data frames are forwarded without copies.
+  auto* mutable_msg = wire::GetMutableMessage(frames[1].data());
+  if (!mutable_msg->mutate_session(s.id)) {
+    stats.malformed.fetch_add(1);
+    reply_error(s.identity, s.id, 0,
+                wire::failure(Status::Malformed,
+                              "[dispatcher] batch header lacks the session id from Welcome"));
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) track(s, instrs->Get(i));
+  if (s.lost) {
+    // Its worker is gone: every request in the batch fails at once.
+    for (size_t i = 0; i < n; ++i) {
+      const auto* in = instrs->Get(i);
+      if (in->kind() == wire::InstrKind::Fetch || in->kind() == wire::InstrKind::Sync) {
+        fail_request(s, in->request(), *s.lost);
+      }
+    }
+    return;
+  }
+  if (send(workers[s.worker].identity, std::move(frames[1]), &frames, 2) == Sent::Unreachable) {
+    // Its connection is gone: fail the session's requests (those of this batch
+    // included) now rather than after the heartbeat timeout.
+    lose_worker(s.worker, "its connection closed");
+  }
+}
+
+// Keeps the session's tensor table and pending requests in step with the
+// stream. The worker does the authoritative validation and reports failures;
+// here an op the table rejects just leaves its outputs without a meta.
+void Dispatcher::State::track(Session& s, const wire::Instruction* in) {
+  switch (in->kind()) {
+    case wire::InstrKind::Op: {
+      const OpInfo* op = find_op(in->op());
+      const auto outputs = wire::view(in->outputs());
+      std::optional<TensorMeta> meta;
+      if (op && outputs.size() == 1) {
+        std::vector<TensorMeta> metas;
+        bool known = true;
+        for (TensorId id : wire::view(in->inputs())) {
+          auto it = s.tensors.find(id);
+          if (it == s.tensors.end() || !it->second) {
+            known = false;
+            break;
+          }
+          metas.push_back(*it->second);
+        }
+        if (known && valid_dtype_code(in->dtype())) {
+          try {
+            auto out = infer(*op, OpCall{metas, wire::view(in->ints()), wire::view(in->floats()),
+                                         static_cast<DType>(in->dtype())});
+            if (out.size() == 1) meta = std::move(out[0]);
+          } catch (const std::invalid_argument&) {
+            // The worker reports it with the full context.
+          }
+        }
+      }
+      for (TensorId id : outputs) s.tensors[id] = meta;
+      return;
+    }
+    case wire::InstrKind::Free:
+      for (TensorId id : wire::view(in->inputs())) s.tensors.erase(id);
+      return;
+    case wire::InstrKind::Fetch:
+      s.requests[in->request()] = PendingRequest{wire::InstrKind::Fetch, 1, {}};
+      return;
+    case wire::InstrKind::Sync:
+      s.requests[in->request()] = PendingRequest{wire::InstrKind::Sync, 1, {}};
+      return;
+  }
+}
+
+void Dispatcher::State::on_worker(int index, const wire::Message* msg, Frames& frames) {
+  WorkerEntry& w = workers[index];
+  w.last_seen_ms = now_ms();
+  const wire::Body type = msg->body_type();
+  if (type == wire::Body::Heartbeat) {
+    send(w.identity, wire::encode_heartbeat(0));
+    return;
+  }
+  auto it = sessions.find(msg->session());
+  if (it == sessions.end()) return;  // the client left meanwhile
+  Session& s = it->second;
+  switch (type) {
+    case wire::Body::FetchReply: {
+      s.requests.erase(msg->body_as_FetchReply()->request());
+      send(s.identity, std::move(frames[1]), &frames, 2);
+      return;
+    }
+    case wire::Body::ErrorReply: {
+      const auto* e = msg->body_as_ErrorReply();
+      if (e->request() == 0) {
+        send(s.identity, std::move(frames[1]));
+        return;
+      }
+      auto req = s.requests.find(e->request());
+      if (req == s.requests.end()) return;
+      if (req->second.kind == wire::InstrKind::Sync) {
+        req->second.errors.push_back(wire::to_failure_info(e->error()));
+        if (--req->second.outstanding > 0) return;
+        send(s.identity, wire::encode_sync_reply(s.id, e->request(), req->second.errors));
+      } else {
+        send(s.identity, std::move(frames[1]));
+      }
+      s.requests.erase(req);
+      return;
+    }
+    case wire::Body::SyncReply: {
+      const auto* r = msg->body_as_SyncReply();
+      auto req = s.requests.find(r->request());
+      if (req == s.requests.end()) return;
+      if (r->errors()) {
+        for (const auto* f : *r->errors()) req->second.errors.push_back(wire::to_failure_info(f));
+      }
+      if (--req->second.outstanding > 0) return;
+      send(s.identity, wire::encode_sync_reply(s.id, r->request(), req->second.errors));
+      s.requests.erase(req);
+      return;
+    }
+    default:
+      log->warn("worker={} sent {}: not a worker message", index, wire::body_name(type));
+  }
+}
+
+void Dispatcher::State::fail_request(Session& s, uint64_t request, const wire::FailureInfo& f) {
+  s.requests.erase(request);
+  reply_error(s.identity, s.id, request, f);
+}
+
+void Dispatcher::State::close_session(uint64_t id, const char* why) {
+  auto it = sessions.find(id);
+  if (it == sessions.end()) return;
+  Session& s = it->second;
+  if (s.worker >= 0) {
+    WorkerEntry& w = workers[s.worker];
+    w.sessions.erase(id);
+    if (w.alive) send(w.identity, wire::encode_bye(id));
+  }
+  log->info("session closed session={} tensors={} reason='{}'", id, s.tensors.size(), why);
+  stats.sessions_closed.fetch_add(1);
+  sessions.erase(it);
+}
+
+void Dispatcher::State::lose_worker(int index, const std::string& why) {
+  WorkerEntry& w = workers[index];
+  if (!w.alive) return;
+  w.alive = false;
+  stats.workers_lost.fetch_add(1);
+  const std::string text = "[dispatcher] " + w.describe(index) + " lost: " + why;
+  log->error("{}", text);
+  peers.erase(w.identity);
+  for (uint64_t sid : w.sessions) {
+    auto it = sessions.find(sid);
+    if (it == sessions.end()) continue;
+    Session& s = it->second;
+    s.lost = wire::failure(Status::WorkerLost, text, index);
+    std::vector<uint64_t> pending;
+    for (const auto& [request, _] : s.requests) pending.push_back(request);
+    for (uint64_t request : pending) fail_request(s, request, *s.lost);
+  }
+}
+
+void Dispatcher::State::check_timers() {
+  const int64_t now = now_ms();
+  for (int i = 0; i < static_cast<int>(workers.size()); ++i) {
+    if (workers[i].alive && now - workers[i].last_seen_ms > env.heartbeat_timeout_ms) {
+      lose_worker(i, "no heartbeat for " + std::to_string(now - workers[i].last_seen_ms) + " ms");
+    }
+  }
+  // A client beats every interval even while its program computes, so silence
+  // means it crashed; allow twice the timeout before freeing its tensors.
+  std::vector<uint64_t> silent;
+  for (const auto& [id, s] : sessions) {
+    if (now - s.last_seen_ms > 2 * env.heartbeat_timeout_ms) silent.push_back(id);
+  }
+  for (uint64_t id : silent) {
+    const std::string identity = sessions[id].identity;
+    close_session(id, "client silent (crashed or disconnected)");
+    peers.erase(identity);
+  }
+  std::vector<PendingHello> still;
+  for (auto& h : pending_hellos) {
+    if (now < h.deadline_ms) {
+      still.push_back(std::move(h));
+      continue;
+    }
+    const std::string text = "[dispatcher] " + std::to_string(alive_workers()) +
+                             " worker(s) registered at " + endpoint + " after " +
+                             std::to_string(options.worker_wait_ms) + " ms: expected at least " +
+                             std::to_string(h.min_workers) +
+                             "; start workers with `gt worker --connect " + endpoint + "`";
+    log->warn("{}", text);
+    reply_error(h.identity, 0, 0, wire::failure(Status::NoWorkers, text));
+  }
+  pending_hellos = std::move(still);
+}
+
+namespace {
+std::atomic<Dispatcher*> g_running{nullptr};
+void on_signal(int) {
+  if (auto* d = g_running.load()) d->stop();
+}
+}  // namespace
+
+int run_dispatcher_main(const DispatcherOptions& options) {
+  configure_process_logging();
+  try {
+    Dispatcher d(options);
+    g_running.store(&d);
+    std::signal(SIGTERM, on_signal);
+    std::signal(SIGINT, on_signal);
+    d.run();
+    g_running.store(nullptr);
+    return 0;
+  } catch (const std::exception& e) {
+    spdlog::error("[dispatcher] {}", e.what());
+    return 1;
+  }
+}
+
+}  // namespace gt::dispatcher

@@ -1,0 +1,195 @@
+// The dispatcher in-process, driven by fake clients and workers on raw
+// DEALER sockets (they can drop, delay or fail replies at will).
+
+#include <catch2/catch.hpp>
+
+#include <thread>
+
+#include "common/transport.h"
+#include "common/wire.h"
+#include "dispatcher/dispatcher.h"
+
+using namespace gt;
+
+namespace {
+
+struct Running {
+  dispatcher::Dispatcher d;
+  std::thread t;
+  explicit Running(int64_t worker_wait_ms = 2000)
+      : d(dispatcher::DispatcherOptions{"tcp://127.0.0.1:0", worker_wait_ms, ""}),
+        t([this] { d.run(); }) {}
+  ~Running() {
+    d.stop();
+    t.join();
+  }
+};
+
+struct Peer {
+  zmq::context_t ctx{1};
+  zmq::socket_t s{ctx, zmq::socket_type::dealer};
+  explicit Peer(const std::string& ep) {
+    s.set(zmq::sockopt::linger, 0);
+    s.set(zmq::sockopt::rcvtimeo, 3000);
+    s.connect(ep);
+  }
+  void send(zmq::message_t header, std::vector<std::string> data = {}) {
+    Frames f;
+    f.push_back(std::move(header));
+    for (auto& d : data) f.emplace_back(d.data(), d.size());
+    send_frames(s, f);
+  }
+  Frames recv() {
+    for (;;) {
+      auto f = recv_frames(s, false);
+      REQUIRE(f.has_value());
+      if (wire::decode((*f)[0])->body_type() != wire::Body::Heartbeat) return std::move(*f);
+    }
+  }
+  std::optional<Frames> try_recv(int ms) {
+    s.set(zmq::sockopt::rcvtimeo, ms);
+    auto f = recv_frames(s, false);
+    s.set(zmq::sockopt::rcvtimeo, 3000);
+    return f;
+  }
+};
+
+wire::Instr fetch(uint64_t id, uint64_t request) {
+  wire::Instr i;
+  i.kind = wire::InstrKind::Fetch;
+  i.inputs = {id};
+  i.request = request;
+  return i;
+}
+
+}  // namespace
+
+TEST_CASE("dispatcher defers a client's welcome until enough workers joined",
+          "[dispatcher][unit]") {
+  Running r;
+  Peer client(r.d.endpoint());
+  client.send(wire::encode_hello(wire::Role::Client, "", 0, 1, "c", 2));
+  Peer w0(r.d.endpoint());
+  w0.send(wire::encode_hello(wire::Role::Worker, "cpu", 1, 10, "w0", 0));
+  auto f = w0.recv();
+  CHECK(wire::decode(f[0])->body_as_Welcome()->worker() == 0);
+  CHECK_FALSE(client.try_recv(100).has_value());  // one worker is not enough
+  Peer w1(r.d.endpoint());
+  w1.send(wire::encode_hello(wire::Role::Worker, "cpu", 1, 11, "w1", 0));
+  (void)w1.recv();
+  f = client.recv();
+  const auto* welcome = wire::decode(f[0])->body_as_Welcome();
+  REQUIRE(welcome != nullptr);
+  CHECK(welcome->session() != 0);
+  CHECK(welcome->workers() == 2);
+}
+
+TEST_CASE("dispatcher answers no_workers when none register in time", "[dispatcher][unit]") {
+  Running r(200);
+  Peer client(r.d.endpoint());
+  client.send(wire::encode_hello(wire::Role::Client, "", 0, 1, "c", 1));
+  auto f = client.recv();
+  const auto* e = wire::decode(f[0])->body_as_ErrorReply();
+  REQUIRE(e != nullptr);
+  CHECK(e->error()->code() == static_cast<uint16_t>(Status::NoWorkers));
+  CHECK_THAT(e->error()->message()->str(), Catch::Contains("gt worker --connect"));
+}
+
+TEST_CASE("dispatcher forwards batches with the session stamped and routes replies back",
+          "[dispatcher][unit]") {
+  Running r;
+  Peer worker(r.d.endpoint());
+  worker.send(wire::encode_hello(wire::Role::Worker, "cpu", 1, 10, "w", 0));
+  (void)worker.recv();
+  Peer client(r.d.endpoint());
+  client.send(wire::encode_hello(wire::Role::Client, "", 0, 1, "c", 1));
+  auto f = client.recv();
+  const uint64_t session = wire::decode(f[0])->body_as_Welcome()->session();
+
+  wire::Instr data;
+  data.op = OpCode::FromData;
+  data.outputs = {1};
+  data.ints = {2};
+  data.payload = 0;
+  std::vector<wire::Instr> batch{data, fetch(1, 7)};
+  client.send(wire::encode_batch(session, 1, batch), {std::string(8, 'a')});
+
+  // the worker gets the batch and its data frame, tagged with the session
+  f = worker.recv();
+  REQUIRE(f.size() == 2);
+  const auto* msg = wire::decode(f[0]);
+  CHECK(msg->session() == session);
+  CHECK(msg->body_as_Batch()->instructions()->size() == 2);
+  CHECK(f[1].to_string() == std::string(8, 'a'));
+
+  // its fetch reply goes back to the client with the data
+  const int64_t shape[] = {2};
+  worker.send(wire::encode_fetch_reply(session, 7, 1, kFloat32, shape), {std::string(8, 'b')});
+  f = client.recv();
+  REQUIRE(f.size() == 2);
+  CHECK(wire::decode(f[0])->body_as_FetchReply()->request() == 7);
+  CHECK(f[1].to_string() == std::string(8, 'b'));
+
+  // Bye ends the session on the worker
+  client.send(wire::encode_bye(session));
+  f = worker.recv();
+  const auto* bye = wire::decode(f[0]);
+  CHECK(bye->body_type() == wire::Body::Bye);
+  CHECK(bye->session() == session);
+  CHECK(r.d.stats().sessions_closed.load() == 1);
+}
+
+TEST_CASE("dispatcher fails pending requests when a worker goes silent", "[dispatcher][unit]") {
+  setenv("GT_HEARTBEAT_TIMEOUT_MS", "300", 1);
+  Running r;
+  unsetenv("GT_HEARTBEAT_TIMEOUT_MS");
+  Peer worker(r.d.endpoint());
+  worker.send(wire::encode_hello(wire::Role::Worker, "cpu", 1, 4242, "w", 0));
+  (void)worker.recv();
+  Peer client(r.d.endpoint());
+  client.send(wire::encode_hello(wire::Role::Client, "", 0, 1, "c", 1));
+  auto f = client.recv();
+  const uint64_t session = wire::decode(f[0])->body_as_Welcome()->session();
+  std::vector<wire::Instr> batch{fetch(1, 9)};
+  client.send(wire::encode_batch(session, 1, batch));
+  // the worker never answers and sends no heartbeat
+  f = client.recv();
+  const auto* e = wire::decode(f[0])->body_as_ErrorReply();
+  REQUIRE(e != nullptr);
+  CHECK(e->request() == 9);
+  CHECK(e->error()->code() == static_cast<uint16_t>(Status::WorkerLost));
+  CHECK_THAT(e->error()->message()->str(),
+             Catch::Contains("worker 0") && Catch::Contains("4242") && Catch::Contains("lost"));
+  // later requests fail at once
+  batch = {fetch(1, 10)};
+  client.send(wire::encode_batch(session, 2, batch));
+  f = client.recv();
+  CHECK(wire::decode(f[0])->body_as_ErrorReply()->request() == 10);
+}
+
+TEST_CASE("dispatcher rejects malformed and unexpected messages and keeps serving",
+          "[dispatcher][unit]") {
+  Running r;
+  Peer bad(r.d.endpoint());
+  bad.s.send(zmq::str_buffer("garbage"), zmq::send_flags::none);
+  auto f = bad.recv();
+  CHECK(wire::decode(f[0])->body_as_ErrorReply()->error()->code() ==
+        static_cast<uint16_t>(Status::Malformed));
+  bad.send(wire::encode_heartbeat(0));
+  f = bad.recv();
+  CHECK(wire::decode(f[0])->body_as_ErrorReply()->error()->code() ==
+        static_cast<uint16_t>(Status::WrongRole));
+  // a worker may not send client messages... and a client may not send replies
+  Peer worker(r.d.endpoint());
+  worker.send(wire::encode_hello(wire::Role::Worker, "cpu", 1, 1, "w", 0));
+  (void)worker.recv();
+  Peer client(r.d.endpoint());
+  client.send(wire::encode_hello(wire::Role::Client, "", 0, 1, "c", 1));
+  f = client.recv();
+  const uint64_t session = wire::decode(f[0])->body_as_Welcome()->session();
+  client.send(wire::encode_sync_reply(session, 1, {}));
+  f = client.recv();
+  CHECK(wire::decode(f[0])->body_as_ErrorReply()->error()->code() ==
+        static_cast<uint16_t>(Status::WrongRole));
+  CHECK(r.d.stats().malformed.load() == 1);
+}

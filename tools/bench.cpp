@@ -1,0 +1,217 @@
+#include "tools/bench.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <CLI/CLI.hpp>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include <gt/gt.h>
+
+namespace gt::tools {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5))];
+}
+
+// Raw ZeroMQ two-hop ping-pong with gt's socket types and transport: client
+// DEALER -> relay ROUTER -> echo DEALER and back, three processes, ipc.
+// Runs before gt starts any thread, because it forks.
+std::vector<double> raw_pingpong_us(int iters) {
+  char tmpl[] = "/tmp/gt-bench-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  const std::string relay_ep = "ipc://" + dir + "/relay";
+
+  const pid_t relay = fork();
+  if (relay == 0) {
+    // Children end with _exit (no parent state to unwind), so their sockets
+    // are closed first, in a scope: that flushes the last queued message.
+    {
+      zmq::context_t ctx(1);
+      zmq::socket_t router(ctx, zmq::socket_type::router);
+      router.bind(relay_ep);
+      // The echo process announces itself with "hello"; pings that arrive
+      // before it are held until then. Then relay both ways.
+      std::string echo_id;
+      std::vector<std::vector<zmq::message_t>> held;
+      auto forward_ping = [&](std::vector<zmq::message_t>& m) {
+        router.send(zmq::buffer(echo_id), zmq::send_flags::sndmore);
+        router.send(m[0], zmq::send_flags::sndmore);  // client id
+        router.send(m[1], zmq::send_flags::none);
+      };
+      for (int handled = 0; handled < 2 * (iters + 1);) {
+        std::vector<zmq::message_t> m;
+        (void)zmq::recv_multipart(router, std::back_inserter(m));
+        if (echo_id.empty() && m.size() == 2 && m[1].to_string() == "hello") {
+          echo_id = m[0].to_string();
+          for (auto& h : held) forward_ping(h);
+          handled += held.size();
+          held.clear();
+        } else if (!echo_id.empty() && m[0].to_string() == echo_id && m.size() == 3) {
+          router.send(m[1], zmq::send_flags::sndmore);  // back to the client
+          router.send(m[2], zmq::send_flags::none);
+          ++handled;
+        } else if (echo_id.empty()) {
+          held.push_back(std::move(m));
+        } else {
+          forward_ping(m);
+          ++handled;
+        }
+      }
+    }
+    _exit(0);
+  }
+  const pid_t echo = fork();
+  if (echo == 0) {
+    {
+      zmq::context_t ctx(1);
+      zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
+      dealer.connect(relay_ep);
+      dealer.send(zmq::str_buffer("hello"), zmq::send_flags::none);
+      for (int i = 0; i < iters + 1; ++i) {
+        zmq::message_t client, payload;
+        (void)dealer.recv(client);
+        (void)dealer.recv(payload);
+        dealer.send(client, zmq::send_flags::sndmore);
+        dealer.send(payload, zmq::send_flags::none);
+      }
+    }
+    _exit(0);
+  }
+  std::vector<double> samples;
+  {
+    zmq::context_t ctx(1);
+    zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
+    dealer.connect(relay_ep);
+    char buf[64] = {};
+    for (int i = 0; i < iters + 1; ++i) {
+      const auto t0 = Clock::now();
+      dealer.send(zmq::buffer(buf, sizeof buf), zmq::send_flags::none);
+      zmq::message_t reply;
+      (void)dealer.recv(reply);
+      if (i > 0) samples.push_back(seconds_since(t0) * 1e6);  // first one connects
+    }
+  }
+  waitpid(relay, nullptr, 0);
+  waitpid(echo, nullptr, 0);
+  std::filesystem::remove_all(dir);
+  return samples;
+}
+
+double torch_ops_per_s(int ops, int elems) {
+  at::Tensor x = at::zeros({elems});
+  at::Tensor y = at::ones({elems});
+  const auto t0 = Clock::now();
+  for (int i = 0; i < ops; ++i) x = x + y;
+  (void)x.sum().item<float>();
+  return ops / seconds_since(t0);
+}
+
+double gt_ops_per_s(int ops, int elems) {
+  gt::Tensor x = gt::zeros({elems});
+  gt::Tensor y = gt::ones({elems});
+  gt::synchronize();
+  const auto t0 = Clock::now();
+  for (int i = 0; i < ops; ++i) x = x + y;
+  const auto v = x.to_vector<float>();
+  const double rate = ops / seconds_since(t0);
+  if (v.empty() || v[0] != static_cast<float>(ops)) {
+    throw gt::Error("[bench] throughput loop computed " + std::to_string(v.empty() ? -1 : v[0]) +
+                    ", expected " + std::to_string(ops));
+  }
+  return rate;
+}
+
+std::vector<double> gt_sync_us(int iters) {
+  gt::Tensor x = gt::ones({1});
+  std::vector<double> samples;
+  for (int i = 0; i < iters + 10; ++i) {
+    const auto t0 = Clock::now();
+    const float v = (x + 1.0).item<float>();
+    if (i >= 10) samples.push_back(seconds_since(t0) * 1e6);
+    if (v != 2.0f) throw gt::Error("[bench] latency loop computed a wrong value");
+  }
+  return samples;
+}
+
+}  // namespace
+
+void add_bench_options(CLI::App& app, BenchOptions& o) {
+  app.add_option("which", o.which, "throughput, latency or all")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"throughput", "latency", "all"}));
+  app.add_option("--ops", o.ops, "Ops issued before the fetch (throughput)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000000));
+  app.add_option("--elems", o.elems, "Elements per tensor (throughput)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 26));
+  app.add_option("--iters", o.iters, "Round trips measured (latency)")
+      ->capture_default_str()
+      ->check(CLI::Range(10, 10000000));
+  app.add_option("--repeats", o.repeats, "Best of N runs (throughput)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
+}
+
+int run_bench(const BenchOptions& o) {
+  try {
+    const bool thr = o.which == "all" || o.which == "throughput";
+    const bool lat = o.which == "all" || o.which == "latency";
+    std::vector<double> raw;
+    if (lat) raw = raw_pingpong_us(o.iters);  // forks: before any gt thread
+
+    std::string json = "{";
+    if (thr) {
+      double gt_best = 0, torch_best = 0;
+      for (int r = 0; r < o.repeats; ++r) {
+        torch_best = std::max(torch_best, torch_ops_per_s(o.ops, o.elems));
+        gt_best = std::max(gt_best, gt_ops_per_s(o.ops, o.elems));
+      }
+      std::printf(
+          "throughput: %d adds of %d floats then one fetch: gt %.0f ops/s, LibTorch in-process "
+          "%.0f ops/s, gt/LibTorch %.2f (target: gt >= 200000 ops/s)\n",
+          o.ops, o.elems, gt_best, torch_best, gt_best / torch_best);
+      json += "\"gt_ops_per_s\":" + std::to_string(gt_best) +
+              ",\"libtorch_ops_per_s\":" + std::to_string(torch_best) +
+              ",\"throughput_ratio\":" + std::to_string(gt_best / torch_best);
+    }
+    if (lat) {
+      const auto g = gt_sync_us(o.iters);
+      const double g50 = percentile(g, 0.5), r50 = percentile(raw, 0.5);
+      std::printf(
+          "latency: op + scalar fetch p50 %.1f us (p99 %.1f), raw ZeroMQ two-hop ping-pong p50 "
+          "%.1f us (p99 %.1f), gt/raw %.2f (target <= 3)\n",
+          g50, percentile(g, 0.99), r50, percentile(raw, 0.99), g50 / r50);
+      if (json.size() > 1) json += ",";
+      json += "\"gt_sync_p50_us\":" + std::to_string(g50) +
+              ",\"raw_pingpong_p50_us\":" + std::to_string(r50) +
+              ",\"latency_ratio\":" + std::to_string(g50 / r50);
+    }
+    std::printf("RESULT %s}\n", json.c_str());
+    gt::shutdown();
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gt bench: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace gt::tools

@@ -1,0 +1,596 @@
+#include "worker/executor.h"
+
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <utility>
+
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/GeneratorImpl.h>
+
+#include "common/check.h"
+#include "common/dtype_rules.h"
+#include "common/logging.h"
+#include "worker/kernels.h"
+
+namespace gt::worker {
+
+namespace {
+
+// A session that never syncs must not grow without bound: failures past this
+// many are counted and reported as one summary entry at the next Sync.
+constexpr size_t kMaxPendingFailures = 1024;
+// Original failures logged at warn per session; later ones go to debug so a
+// failing loop cannot flood the log.
+constexpr size_t kMaxWarnedFailures = 100;
+// Tensors a new session makes room for up front.
+constexpr size_t kSessionReserve = 1024;
+
+using wire::FailureInfo;
+using wire::TensorId;
+
+TensorMeta meta_of(const at::Tensor& t) {
+  const auto sizes = t.sizes();
+  return {Shape(sizes.begin(), sizes.end()), to_dtype(t.scalar_type()).value_or(DType::Float32)};
+}
+
+bool matches(const at::Tensor& t, const TensorMeta& m) {
+  if (!t.defined() || to_dtype(t.scalar_type()) != m.dtype) return false;
+  const auto sizes = t.sizes();
+  return std::equal(sizes.begin(), sizes.end(), m.shape.begin(), m.shape.end());
+}
+
+std::string describe(const TensorMeta& m) {
+  return gt::detail::cat(shape_str(m.shape), " ", to_string(m.dtype));
+}
+
+std::string describe(const at::Tensor& t) {
+  if (!t.defined()) return "no tensor";
+  const auto sizes = t.sizes();
+  return gt::detail::cat(shape_str(std::span<const int64_t>(sizes.data(), sizes.size())), " ",
+                         c10::toString(t.scalar_type()));
+}
+
+// Bytes of a tensor of this meta, saturating instead of overflowing (a matmul
+// of two large operands can name more elements than int64 holds).
+uint64_t saturating_bytes(const TensorMeta& m) {
+  uint64_t n = static_cast<uint64_t>(element_size(m.dtype));
+  for (int64_t d : m.shape) {
+    if (d <= 0) return 0;
+    if (n > UINT64_MAX / static_cast<uint64_t>(d)) return UINT64_MAX;
+    n *= static_cast<uint64_t>(d);
+  }
+  return n;
+}
+
+// gt::infer prefixes its messages with "<op>: "; the failure message names the
+// op already.
+std::string_view strip_op_prefix(std::string_view what, std::string_view op) {
+  if (what.size() > op.size() + 2 && what.substr(0, op.size()) == op &&
+      what.substr(op.size(), 2) == ": ") {
+    what.remove_prefix(op.size() + 2);
+  }
+  return what;
+}
+
+}  // namespace
+
+namespace detail {
+
+// Note [fetch buffers]: a FetchReply's data frame hands ZeroMQ a pointer into
+// the fetched tensor's storage (zero copy); ZeroMQ reads it on its own thread
+// until the frame is sent. A later in-place op in the same stream must not
+// change bytes that are still queued, so before an in-place op writes to a
+// storage with frames in flight, the storage moves to a copy of its bytes (all
+// views follow, since they share the StorageImpl) and the old buffer is kept
+// here until the last such frame is released. Nothing is copied when no fetch
+// is in flight, which is the common case: clients wait for fetched data.
+class SendTracker {
+ public:
+  /// Executor thread: a frame now reads `storage`'s current buffer.
+  void add(const c10::StorageImpl* storage) {
+    std::lock_guard lock(mutex_);
+    ++entries_[storage].frames;
+    in_flight_.fetch_add(1, std::memory_order_release);
+  }
+
+  /// Any thread (ZeroMQ frees sent frames on its IO thread).
+  void release(const c10::StorageImpl* storage) noexcept {
+    std::vector<c10::DataPtr> retired;  // freed outside the lock
+    {
+      std::lock_guard lock(mutex_);
+      auto it = entries_.find(storage);
+      if (it != entries_.end() && --it->second.frames == 0) {
+        retired = std::move(it->second.retired);
+        entries_.erase(it);
+      }
+    }
+    in_flight_.fetch_sub(1, std::memory_order_release);
+  }
+
+  /// Executor thread, before writing into `storage` (CPU only).
+  void before_write(const c10::Storage& storage) {
+    if (in_flight_.load(std::memory_order_acquire) == 0) return;
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(storage.unsafeGetStorageImpl());
+    if (it == entries_.end()) return;
+    const size_t n = storage.nbytes();
+    c10::DataPtr fresh = c10::GetCPUAllocator()->allocate(n);
+    if (n) std::memcpy(fresh.get(), storage.data_ptr().get(), n);
+    it->second.retired.push_back(storage.set_data_ptr(std::move(fresh)));
+  }
+
+ private:
+  struct Entry {
+    int frames = 0;
+    std::vector<c10::DataPtr> retired;  // old buffers frames still read
+  };
+  std::mutex mutex_;
+  std::unordered_map<const c10::StorageImpl*, Entry> entries_;  // guarded by mutex_
+  std::atomic<size_t> in_flight_{0};
+};
+
+}  // namespace detail
+
+namespace {
+
+// What a fetch data frame owns: the tensor (keeps the bytes alive) and, when the
+// tensor shares storage with a stored tensor, its entry in the tracker.
+struct FetchHold {
+  at::Tensor tensor;
+  std::shared_ptr<detail::SendTracker> tracker;  // null for a private copy
+  const c10::StorageImpl* storage = nullptr;
+};
+
+void free_fetch_hold(void*, void* hint) noexcept {
+  auto* hold = static_cast<FetchHold*>(hint);
+  if (hold->tracker) hold->tracker->release(hold->storage);
+  delete hold;
+}
+
+}  // namespace
+
+struct Executor::Context {
+  std::span<zmq::message_t> data;
+  std::vector<bool> consumed;  // data frames taken by FromData (sized on first use)
+  const ReplySink& sink;
+};
+
+Executor::Executor(ExecutorOptions options)
+    : options_(std::move(options)),
+      log_(options_.logger ? options_.logger : make_logger("worker")),
+      sends_(std::make_shared<detail::SendTracker>()) {
+  inputs_.reserve(4);
+  metas_.resize(4);
+}
+
+Executor::~Executor() = default;
+
+void Executor::handle_message(Frames& frames, const ReplySink& sink) {
+  if (frames.empty()) return;
+  const wire::Message* msg = nullptr;
+  try {
+    msg = wire::decode(frames[0]);
+  } catch (const std::exception& e) {
+    log_->warn("[worker.handle] dropped a malformed message: {}", e.what());
+    try {
+      Frames reply;
+      reply.push_back(wire::encode_error_reply(
+          0, 0, wire::failure(Status::Malformed, e.what(), options_.worker)));
+      sink(std::move(reply));
+    } catch (const std::exception& e2) {
+      log_->error("[worker.handle] could not send a malformed-message reply: {}", e2.what());
+    }
+    return;
+  }
+  handle_verified(*msg, std::span(frames).subspan(1), sink);
+}
+
+void Executor::handle_verified(const wire::Message& message, std::span<zmq::message_t> data,
+                               const ReplySink& sink) {
+  switch (message.body_type()) {
+    case wire::Body::Batch:
+      run_batch(message.session(), *message.body_as_Batch(), data, sink);
+      break;
+    case wire::Body::Bye:
+      drop_session(message.session());
+      break;
+    default:
+      log_->warn(
+          "[worker.handle] ignored a {} message for session={}: only Batch and Bye "
+          "reach the executor",
+          wire::body_name(message.body_type()), message.session());
+      break;
+  }
+}
+
+void Executor::run_batch(uint64_t session, const wire::Batch& batch, std::span<zmq::message_t> data,
+                         const ReplySink& sink) {
+  // No autograd on the worker: inference mode skips version counters and
+  // autograd metadata on every op.
+  c10::InferenceMode inference;
+  auto [it, created] = sessions_.try_emplace(session);
+  Session& s = it->second;
+  if (created) {
+    s.tensors.reserve(kSessionReserve);
+    SPDLOG_LOGGER_DEBUG(log_, "session opened session={}", session);
+  }
+  const auto* instructions = batch.instructions();
+  if (!instructions) return;
+  Context ctx{data, {}, sink};
+  for (const wire::Instruction* in : *instructions) {
+    if (!in) continue;
+    try {
+      run_instruction(session, s, *in, ctx);
+    } catch (const std::exception& e) {
+      // Only reply sending can get here (e.g. a socket closing at shutdown);
+      // instruction failures are values.
+      inputs_.clear();
+      log_->error("[worker.run_batch] session={} instruction failed outside the op rules: {}",
+                  session, e.what());
+    } catch (...) {
+      inputs_.clear();
+      log_->error("[worker.run_batch] session={} instruction threw a non-standard exception",
+                  session);
+    }
+    ++instructions_executed_;
+  }
+}
+
+void Executor::run_instruction(uint64_t session_id, Session& s, const wire::Instruction& in,
+                               Context& ctx) {
+  switch (in.kind()) {
+    case wire::InstrKind::Op: run_op(s, in, ctx); return;
+    case wire::InstrKind::Free:
+      for (TensorId id : wire::view(in.inputs())) s.tensors.erase(id);
+      return;
+    case wire::InstrKind::Fetch: run_fetch(session_id, s, in, ctx); return;
+    case wire::InstrKind::Sync: run_sync(session_id, s, in, ctx); return;
+  }
+  FailureInfo f = wire::failure(
+      Status::Malformed,
+      gt::detail::cat("[worker ", options_.worker, "] instruction kind ",
+                      static_cast<int>(in.kind()), " is unknown (expected 0..3)"),
+      options_.worker, "", wire::view(in.outputs()).empty() ? 0 : in.outputs()->Get(0));
+  auto shared = std::make_shared<const FailureInfo>(f);
+  poison_targets(s, in, nullptr, shared);
+  record(s, std::move(f));
+}
+
+void Executor::run_op(Session& s, const wire::Instruction& in, Context& ctx) {
+  struct ClearInputs {  // drop input references on every path out
+    std::vector<at::Tensor>& v;
+    ~ClearInputs() { v.clear(); }
+  } clear_inputs{inputs_};
+
+  const OpInfo* op = find_op(in.op());
+  if (!op) {
+    fail(s, in, nullptr, Status::UnknownOp,
+         gt::detail::cat("op code ", in.op(), " is not in this worker's op table (0..", kNumOps - 1,
+                         ")"));
+    return;
+  }
+  const auto ids_in = wire::view(in.inputs());
+  const auto ids_out = wire::view(in.outputs());
+
+  // Inputs must be live; a poisoned input passes its failure on silently.
+  if (metas_.size() < ids_in.size()) metas_.resize(ids_in.size());
+  std::shared_ptr<const FailureInfo> poisoned;
+  for (size_t i = 0; i < ids_in.size(); ++i) {
+    auto it = s.tensors.find(ids_in[i]);
+    if (it == s.tensors.end()) {
+      fail(s, in, op, Status::UnknownTensor,
+           gt::detail::cat("tensor ", ids_in[i], " (input ", i, ") is not live in this session"));
+      return;
+    }
+    const Slot& slot = it->second;
+    if (slot.poison) {
+      if (!poisoned) poisoned = slot.poison;
+      continue;
+    }
+    inputs_.push_back(slot.tensor);
+    TensorMeta& m = metas_[i];
+    const auto sizes = slot.tensor.sizes();
+    m.shape.assign(sizes.begin(), sizes.end());
+    m.dtype = to_dtype(slot.tensor.scalar_type()).value_or(DType::Float32);
+  }
+  if (poisoned) {
+    poison_targets(s, in, op, poisoned);
+    return;
+  }
+
+  if (!valid_dtype_code(in.dtype())) {
+    fail(s, in, op, Status::InvalidArgument,
+         gt::detail::cat("dtype code ", static_cast<int>(in.dtype()), " is not a gt dtype (0..",
+                         kNumDTypes - 1, ")"));
+    return;
+  }
+  if (ids_out.size() != static_cast<size_t>(op->outputs)) {
+    fail(s, in, op, Status::InvalidArgument,
+         gt::detail::cat("expected ", op->outputs, " output ids, got ", ids_out.size()));
+    return;
+  }
+  for (size_t i = 0; i < ids_out.size(); ++i) {
+    bool repeated = false;
+    for (size_t j = 0; j < i; ++j) repeated |= ids_out[j] == ids_out[i];
+    if (repeated || s.tensors.contains(ids_out[i])) {
+      fail(s, in, op, Status::InvalidArgument,
+           gt::detail::cat("output id ", ids_out[i], " is already live in this session"));
+      return;
+    }
+  }
+
+  const DType dtype = static_cast<DType>(in.dtype());
+  const auto ints = wire::view(in.ints());
+  const auto floats = wire::view(in.floats());
+  std::vector<TensorMeta> out;
+  try {
+    out = infer(*op, OpCall{std::span(metas_.data(), ids_in.size()), ints, floats, dtype});
+  } catch (const std::invalid_argument& e) {
+    fail(s, in, op, Status::InvalidArgument, strip_op_prefix(e.what(), op->name));
+    return;
+  } catch (const std::exception& e) {
+    fail(s, in, op, Status::Internal, gt::detail::cat("shape rule threw: ", e.what()));
+    return;
+  }
+  if (out.size() != ids_out.size()) {
+    fail(s, in, op, Status::Internal,
+         gt::detail::cat("shape rule gave ", out.size(), " outputs for ", ids_out.size(), " ids"));
+    return;
+  }
+  if (options_.capacity_bytes > 0) {
+    for (const TensorMeta& m : out) {
+      const uint64_t bytes = saturating_bytes(m);
+      if (bytes > options_.capacity_bytes) {
+        fail(s, in, op, Status::ExecutionFailed,
+             gt::detail::cat("out of memory: the result ", describe(m), " needs ", bytes,
+                             " bytes, more than the worker's capacity of ", options_.capacity_bytes,
+                             " bytes"));
+        return;
+      }
+    }
+  }
+
+  zmq::message_t* payload = nullptr;
+  if (op->code == OpCode::FromData) {
+    const int64_t index = in.payload();
+    if (index < 0 || index >= static_cast<int64_t>(ctx.data.size())) {
+      fail(s, in, op, Status::PayloadMismatch,
+           gt::detail::cat("data frame ", index, " is missing: the batch carries ", ctx.data.size(),
+                           " data frames"));
+      return;
+    }
+    if (ctx.consumed.empty()) ctx.consumed.resize(ctx.data.size());
+    if (ctx.consumed[index]) {
+      fail(s, in, op, Status::PayloadMismatch,
+           gt::detail::cat("data frame ", index,
+                           " was already used by an earlier tensor of "
+                           "this batch"));
+      return;
+    }
+    const uint64_t expected = static_cast<uint64_t>(numel(out[0].shape)) * element_size(dtype);
+    if (ctx.data[index].size() != expected) {
+      fail(s, in, op, Status::PayloadMismatch,
+           gt::detail::cat("data frame ", index, " has ", ctx.data[index].size(),
+                           " bytes, expected ", expected, " for ", describe(out[0])));
+      return;
+    }
+    ctx.consumed[index] = true;
+    payload = &ctx.data[index];
+  }
+
+  at::Generator* gen = nullptr;
+  if (op->code == OpCode::Randn || op->code == OpCode::Rand || op->code == OpCode::ManualSeed) {
+    gen = &generator(s);
+  }
+  if (op->kind == OpKind::Inplace && inputs_[0].device().is_cpu()) {
+    sends_->before_write(inputs_[0].storage());  // Note [fetch buffers]
+  }
+
+  const KernelArgs args{
+      inputs_, ints, floats, dtype, out.empty() ? nullptr : &out[0], gen, options_.device, payload};
+  at::Tensor result;
+  try {
+    result = kernel(op->code)(args);
+  } catch (const c10::Error& e) {
+    fail(s, in, op, Status::ExecutionFailed, e.what_without_backtrace());
+    return;
+  } catch (const std::exception& e) {
+    fail(s, in, op, Status::ExecutionFailed, e.what());
+    return;
+  } catch (...) {
+    fail(s, in, op, Status::ExecutionFailed, "the kernel threw a non-standard exception");
+    return;
+  }
+
+  if (out.empty()) return;
+  if (!matches(result, out[0])) {
+    fail(s, in, op, Status::Internal,
+         gt::detail::cat("kernel produced ", describe(result), " but the op table inferred ",
+                         describe(out[0])));
+    return;
+  }
+  s.tensors.emplace(ids_out[0], Slot{std::move(result), nullptr});
+}
+
+void Executor::run_fetch(uint64_t session_id, Session& s, const wire::Instruction& in,
+                         Context& ctx) {
+  const uint64_t request = in.request();
+  const auto ids = wire::view(in.inputs());
+  auto reply_error = [&](const FailureInfo& f) {
+    Frames reply;
+    reply.push_back(wire::encode_error_reply(session_id, request, f));
+    ctx.sink(std::move(reply));
+  };
+  auto error = [&](Status code, const std::string& what, TensorId id) {
+    FailureInfo f =
+        wire::failure(code, gt::detail::cat("[worker ", options_.worker, "] fetch failed: ", what),
+                      options_.worker, "fetch", id);
+    log_->warn("{} session={} req={}", f.message, session_id, request);
+    reply_error(f);
+  };
+  if (ids.empty()) {
+    error(Status::InvalidArgument, "no tensor id given", 0);
+    return;
+  }
+  const TensorId id = ids[0];
+  auto it = s.tensors.find(id);
+  if (it == s.tensors.end()) {
+    error(Status::UnknownTensor, gt::detail::cat("tensor ", id, " is not live in this session"),
+          id);
+    return;
+  }
+  if (it->second.poison) {
+    reply_error(*it->second.poison);  // the original failure, logged when it happened
+    return;
+  }
+  const at::Tensor& t = it->second.tensor;
+  at::Tensor cpu;
+  try {
+    c10::InferenceMode inference;
+    cpu = t.device().is_cpu() ? t.contiguous() : t.to(at::kCPU).contiguous();
+  } catch (const std::exception& e) {
+    error(Status::ExecutionFailed,
+          gt::detail::cat("copying tensor ", id, " to the host: ", e.what()), id);
+    return;
+  }
+  const auto sizes = cpu.sizes();
+  Frames reply;
+  reply.reserve(2);
+  reply.push_back(wire::encode_fetch_reply(session_id, request, id,
+                                           to_dtype(cpu.scalar_type()).value_or(DType::Float32),
+                                           std::span<const int64_t>(sizes.data(), sizes.size())));
+  const size_t nbytes = cpu.numel() * cpu.element_size();
+  if (nbytes == 0) {
+    reply.emplace_back();
+  } else {
+    void* data = cpu.data_ptr();
+    const c10::StorageImpl* storage = cpu.storage().unsafeGetStorageImpl();
+    // A private copy (made by contiguous() or the device copy) needs no
+    // tracking; a tensor shared with a slot does (Note [fetch buffers]).
+    const bool shared = storage == t.storage().unsafeGetStorageImpl();
+    auto* hold = new FetchHold{std::move(cpu), shared ? sends_ : nullptr, storage};
+    if (shared) sends_->add(storage);
+    reply.emplace_back(data, nbytes, &free_fetch_hold, hold);
+  }
+  ctx.sink(std::move(reply));
+}
+
+void Executor::run_sync(uint64_t session_id, Session& s, const wire::Instruction& in,
+                        Context& ctx) {
+  if (s.dropped_failures > 0) {
+    s.pending.push_back(wire::failure(
+        Status::ExecutionFailed,
+        gt::detail::cat("[worker ", options_.worker, "] ", s.dropped_failures,
+                        " more failures since the previous sync were not kept (limit ",
+                        kMaxPendingFailures, ")"),
+        options_.worker));
+  }
+  Frames reply;
+  reply.push_back(wire::encode_sync_reply(session_id, in.request(), s.pending));
+  s.pending.clear();
+  s.dropped_failures = 0;
+  ctx.sink(std::move(reply));
+}
+
+void Executor::fail(Session& s, const wire::Instruction& in, const OpInfo* op, Status code,
+                    std::string_view what) {
+  std::string name = op ? std::string(op->name) : gt::detail::cat("op#", in.op());
+  const auto ids_out = wire::view(in.outputs());
+  const auto ids_in = wire::view(in.inputs());
+  TensorId tensor = 0;
+  if (!ids_out.empty()) {
+    tensor = ids_out[0];
+  } else if (op && op->kind == OpKind::Inplace && !ids_in.empty()) {
+    tensor = ids_in[0];
+  }
+  std::string message = gt::detail::cat("[worker ", options_.worker, "] ", name, " failed: ", what);
+  if (!ids_in.empty()) message += gt::detail::cat(" (inputs: ", describe_inputs(s, in), ")");
+  auto f = std::make_shared<const FailureInfo>(
+      FailureInfo{code, std::move(message), options_.worker, std::move(name), tensor});
+  poison_targets(s, in, op, f);
+  record(s, *f);
+}
+
+void Executor::record(Session& s, FailureInfo f) {
+  const size_t seen = s.pending.size() + s.dropped_failures;
+  if (seen < kMaxWarnedFailures) {
+    log_->warn("{} code={} tensor={}", f.message, to_string(f.code), f.tensor);
+  } else {
+    SPDLOG_LOGGER_DEBUG(log_, "{} code={} tensor={}", f.message, to_string(f.code), f.tensor);
+  }
+  if (s.pending.size() < kMaxPendingFailures) {
+    s.pending.push_back(std::move(f));
+  } else {
+    ++s.dropped_failures;
+  }
+}
+
+void Executor::poison_targets(Session& s, const wire::Instruction& in, const OpInfo* op,
+                              const std::shared_ptr<const FailureInfo>& f) {
+  for (TensorId id : wire::view(in.outputs())) {
+    s.tensors.try_emplace(id, Slot{at::Tensor(), f});  // never overwrites a live id
+  }
+  const auto ids_in = wire::view(in.inputs());
+  if (op && op->kind == OpKind::Inplace && !ids_in.empty()) {
+    if (auto it = s.tensors.find(ids_in[0]); it != s.tensors.end()) {
+      it->second.tensor.reset();
+      it->second.poison = f;
+    }
+  }
+}
+
+std::string Executor::describe_inputs(const Session& s, const wire::Instruction& in) const {
+  std::string out;
+  for (TensorId id : wire::view(in.inputs())) {
+    if (!out.empty()) out += ", ";
+    auto it = s.tensors.find(id);
+    if (it == s.tensors.end()) {
+      out += gt::detail::cat("unknown id ", id);
+    } else if (it->second.poison) {
+      out += gt::detail::cat("poisoned id ", id);
+    } else {
+      out += describe(meta_of(it->second.tensor));
+    }
+  }
+  return out;
+}
+
+at::Generator& Executor::generator(Session& s) {
+  // Unseeded sessions draw a fresh seed, so shards on different workers differ;
+  // ManualSeed makes a session reproducible.
+  if (!s.generator) s.generator = make_cpu_generator(c10::detail::getNonDeterministicRandom());
+  return *s.generator;
+}
+
+void Executor::drop_session(uint64_t session) {
+  auto it = sessions_.find(session);
+  if (it == sessions_.end()) return;
+  // Lifecycle, so info: tests and operators check that memory came back.
+  log_->info("session closed session={} freed={}", session, it->second.tensors.size());
+  sessions_.erase(it);
+}
+
+void Executor::drop_all_sessions() { sessions_.clear(); }
+
+size_t Executor::tensor_count(uint64_t session) const {
+  auto it = sessions_.find(session);
+  return it == sessions_.end() ? 0 : it->second.tensors.size();
+}
+
+std::optional<at::Tensor> Executor::tensor(uint64_t session, TensorId id) const {
+  auto it = sessions_.find(session);
+  if (it == sessions_.end()) return std::nullopt;
+  auto slot = it->second.tensors.find(id);
+  if (slot == it->second.tensors.end() || slot->second.poison) return std::nullopt;
+  return slot->second.tensor;
+}
+
+std::shared_ptr<const FailureInfo> Executor::poison(uint64_t session, TensorId id) const {
+  auto it = sessions_.find(session);
+  if (it == sessions_.end()) return nullptr;
+  auto slot = it->second.tensors.find(id);
+  return slot == it->second.tensors.end() ? nullptr : slot->second.poison;
+}
+
+}  // namespace gt::worker

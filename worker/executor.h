@@ -1,0 +1,138 @@
+#pragma once
+// The executor: runs instruction batches of every client session on one
+// device, strictly in stream order, with the rules of docs/protocol.md
+// ("Instructions"). It owns the sessions' tensors and knows nothing about
+// sockets: the worker's IO thread hands it whole messages and it hands back
+// reply messages through a ReplySink, so tests drive it in-process.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include "common/op_table.h"
+#include "common/transport.h"
+#include "common/wire.h"
+
+namespace gt::worker {
+
+namespace detail {
+class SendTracker;
+}
+
+/// Receives each reply message (header frame plus data frames) the executor
+/// produces, in order. Called on the executor's thread.
+using ReplySink = std::function<void(Frames&&)>;
+
+struct ExecutorOptions {
+  int worker = 0;                // index named in failure messages
+  at::Device device = at::kCPU;  // where tensors live
+  /// Outputs larger than this fail with execution_failed before allocating
+  /// (0 = no limit).
+  uint64_t capacity_bytes = 0;
+  std::shared_ptr<spdlog::logger> logger;  // default: make_logger("worker")
+};
+
+/// Executes gt instruction batches with LibTorch.
+///
+/// Pinned: copy and move are deleted. Not thread-safe: one thread drives it
+/// (the worker's executor thread). Never throws on input: every malformed or
+/// failing instruction becomes a failure recorded for the session's next Sync
+/// (and logged once at warn), or an ErrorReply for Fetch. Reply data frames
+/// may still reference tensor memory after handle() returns (zero-copy); that
+/// memory stays valid until ZeroMQ releases the frame, even if the executor is
+/// destroyed first.
+class Executor {
+ public:
+  explicit Executor(ExecutorOptions options = {});
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+  Executor(Executor&&) = delete;
+  Executor& operator=(Executor&&) = delete;
+
+  /// Verifies and runs one message: frames[0] is the header, the rest are its
+  /// data frames. Batch runs its instructions, Bye drops the session; any
+  /// other body is logged and ignored. A header that fails verification gets
+  /// an ErrorReply{malformed} through the sink.
+  void handle_message(Frames& frames, const ReplySink& sink);
+
+  /// Runs an already verified message (the IO thread verified it).
+  /// `data` are the frames after the header; FromData may move out of them.
+  void handle_verified(const wire::Message& message, std::span<zmq::message_t> data,
+                       const ReplySink& sink);
+
+  /// Runs the instructions of a batch for `session` (created on first use).
+  void run_batch(uint64_t session, const wire::Batch& batch, std::span<zmq::message_t> data,
+                 const ReplySink& sink);
+
+  /// Drops a session and all of its tensors (Bye). Unknown sessions are ignored.
+  void drop_session(uint64_t session);
+  /// Drops every session (re-registration with the dispatcher).
+  void drop_all_sessions();
+
+  /// Index used in failure messages (set when the dispatcher welcomes us).
+  void set_worker_index(int worker) { options_.worker = worker; }
+  int worker_index() const { return options_.worker; }
+  const at::Device& device() const { return options_.device; }
+
+  // ---- introspection, for tests and stats --------------------------------
+  size_t session_count() const { return sessions_.size(); }
+  /// Live ids (poisoned ones included) of a session; 0 for an unknown session.
+  size_t tensor_count(uint64_t session) const;
+  /// The tensor behind an id; nullopt when unknown or poisoned.
+  std::optional<at::Tensor> tensor(uint64_t session, wire::TensorId id) const;
+  /// The failure that poisoned an id; nullptr when live and healthy or unknown.
+  std::shared_ptr<const wire::FailureInfo> poison(uint64_t session, wire::TensorId id) const;
+  /// Instructions executed so far (all sessions).
+  uint64_t instructions_executed() const { return instructions_executed_; }
+
+ private:
+  struct Slot {
+    at::Tensor tensor;                                // undefined when poisoned
+    std::shared_ptr<const wire::FailureInfo> poison;  // set when poisoned
+  };
+  struct Session {
+    std::unordered_map<wire::TensorId, Slot> tensors;
+    std::vector<wire::FailureInfo> pending;  // for the next Sync, oldest first
+    uint64_t dropped_failures = 0;           // past the pending cap
+    std::optional<at::Generator> generator;  // created on first random op
+  };
+
+  struct Context;  // per-batch state (payload frames consumed, sink)
+
+  void run_instruction(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
+  void run_op(Session& s, const wire::Instruction& in, Context& ctx);
+  void run_fetch(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
+  void run_sync(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
+
+  /// Records an original failure of an Op instruction: builds the message,
+  /// logs it, queues it for Sync and poisons the instruction's targets.
+  void fail(Session& s, const wire::Instruction& in, const OpInfo* op, Status code,
+            std::string_view what);
+  void record(Session& s, wire::FailureInfo f);
+  /// Poisons the instruction's outputs that are not live (and, for in-place
+  /// ops, its live inputs[0]) with `f`.
+  void poison_targets(Session& s, const wire::Instruction& in, const OpInfo* op,
+                      const std::shared_ptr<const wire::FailureInfo>& f);
+  std::string describe_inputs(const Session& s, const wire::Instruction& in) const;
+  at::Generator& generator(Session& s);
+
+  ExecutorOptions options_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::unordered_map<uint64_t, Session> sessions_;
+  // Scratch reused by every instruction so the hot path does not allocate.
+  std::vector<at::Tensor> inputs_;
+  std::vector<TensorMeta> metas_;
+  std::shared_ptr<detail::SendTracker> sends_;  // fetch frames still in flight
+  uint64_t instructions_executed_ = 0;
+};
+
+}  // namespace gt::worker
