@@ -5,6 +5,7 @@
 #include <gt/tensor.h>
 
 #include "client/internal/api.h"
+#include "client/internal/autograd.h"
 #include "client/internal/ops.h"
 #include "client/internal/session.h"
 #include "common/check.h"
@@ -17,10 +18,7 @@ using client::apply;
 namespace {
 
 Tensor with_scalar(OpCode code, const Tensor& a, Scalar s) {
-  std::vector<int64_t> ints;
-  std::vector<double> floats;
-  client::scalar_attrs(s, ints, floats);
-  return apply(code, a, nullptr, std::move(ints), std::move(floats));
+  return client::apply_scalar(code, a, s);
 }
 
 // Creation ops are checked before the session is touched, so a bad shape
@@ -30,6 +28,7 @@ Tensor create(OpCode code, std::vector<int64_t> ints, std::vector<double> floats
   const OpInfo& info = op_info(code);
   std::vector<TensorMeta> out =
       client::infer_or_throw(info, OpCall{{}, ints, floats, dtype});
+  if (requires_grad) client::check_requires_grad_dtype(dtype, info.name);
   std::shared_ptr<client::Session> session = client::current_session();
   const wire::TensorId id = session->new_id();
   wire::Instr in;
@@ -63,6 +62,51 @@ Tensor operator*(Scalar s, const Tensor& a) { return with_scalar(OpCode::MulScal
 Tensor operator/(Scalar s, const Tensor& a) { return with_scalar(OpCode::RDivScalar, a, s); }
 Tensor operator-(const Tensor& a) { return apply(OpCode::Neg, a, nullptr); }
 Tensor matmul(const Tensor& a, const Tensor& b) { return apply(OpCode::Matmul, a, &b); }
+
+Tensor pow(const Tensor& base, const Tensor& exponent) { return base.pow(exponent); }
+Tensor pow(const Tensor& base, Scalar exponent) { return base.pow(exponent); }
+Tensor pow(Scalar base, const Tensor& exponent) {
+  return with_scalar(OpCode::RPowScalar, exponent, base);
+}
+
+Tensor operator<(const Tensor& a, const Tensor& b) { return apply(OpCode::Lt, a, &b); }
+Tensor operator<=(const Tensor& a, const Tensor& b) { return apply(OpCode::Le, a, &b); }
+Tensor operator>(const Tensor& a, const Tensor& b) { return apply(OpCode::Gt, a, &b); }
+Tensor operator>=(const Tensor& a, const Tensor& b) { return apply(OpCode::Ge, a, &b); }
+Tensor operator==(const Tensor& a, const Tensor& b) { return apply(OpCode::Eq, a, &b); }
+Tensor operator!=(const Tensor& a, const Tensor& b) { return apply(OpCode::Ne, a, &b); }
+Tensor operator<(const Tensor& a, Scalar s) { return with_scalar(OpCode::LtScalar, a, s); }
+Tensor operator<=(const Tensor& a, Scalar s) { return with_scalar(OpCode::LeScalar, a, s); }
+Tensor operator>(const Tensor& a, Scalar s) { return with_scalar(OpCode::GtScalar, a, s); }
+Tensor operator>=(const Tensor& a, Scalar s) { return with_scalar(OpCode::GeScalar, a, s); }
+Tensor operator==(const Tensor& a, Scalar s) { return with_scalar(OpCode::EqScalar, a, s); }
+Tensor operator!=(const Tensor& a, Scalar s) { return with_scalar(OpCode::NeScalar, a, s); }
+// A number on the left flips the comparison: s < a is a > s.
+Tensor operator<(Scalar s, const Tensor& a) { return with_scalar(OpCode::GtScalar, a, s); }
+Tensor operator<=(Scalar s, const Tensor& a) { return with_scalar(OpCode::GeScalar, a, s); }
+Tensor operator>(Scalar s, const Tensor& a) { return with_scalar(OpCode::LtScalar, a, s); }
+Tensor operator>=(Scalar s, const Tensor& a) { return with_scalar(OpCode::LeScalar, a, s); }
+Tensor operator==(Scalar s, const Tensor& a) { return with_scalar(OpCode::EqScalar, a, s); }
+Tensor operator!=(Scalar s, const Tensor& a) { return with_scalar(OpCode::NeScalar, a, s); }
+
+namespace {
+Tensor join(OpCode code, const std::vector<Tensor>& tensors, int64_t dim) {
+  std::vector<const Tensor*> inputs(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) inputs[i] = &tensors[i];
+  return client::apply_n(code, inputs, {dim});
+}
+}  // namespace
+
+Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
+  return join(OpCode::Cat, tensors, dim);
+}
+Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
+  return join(OpCode::Stack, tensors, dim);
+}
+Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
+  const Tensor* inputs[] = {&condition, &a, &b};
+  return client::apply_n(OpCode::Where, inputs);
+}
 
 Tensor randn(const Shape& shape, const TensorOptions& options) {
   return create(OpCode::Randn, shape, {}, options.dtype(), options.requires_grad());

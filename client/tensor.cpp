@@ -4,6 +4,7 @@
 
 #include <ostream>
 
+#include "client/internal/autograd.h"
 #include "client/internal/format.h"
 #include "client/internal/ops.h"
 #include "client/internal/session.h"
@@ -21,7 +22,7 @@ TensorNode::TensorNode(std::shared_ptr<Session> session, wire::TensorId id, Tens
 
 // Note [tensor release batching] in session.h.
 TensorNode::~TensorNode() {
-  if (session_) session_->release(id_);
+  if (session_ && !id_holder_) session_->release(id_);
 }
 
 const TensorNode& node_of(const Tensor& t, std::string_view op) {
@@ -83,8 +84,40 @@ Tensor apply(OpCode code, const Tensor& a, const Tensor* b, std::vector<int64_t>
   in.ints = std::move(ints);
   in.floats = std::move(floats);
   in.dtype = out[0].dtype;
+  Tensor result(std::make_shared<TensorNode>(na.session(), id, std::move(out[0]), false));
+  const Tensor* operands[] = {&a, b};
+  record_op(code, std::span(operands, nb ? 2 : 1), result, in.ints, in.floats);
   session.issue(std::move(in));
-  return Tensor(std::make_shared<TensorNode>(na.session(), id, std::move(out[0]), false));
+  return result;
+}
+
+Tensor apply_n(OpCode code, std::span<const Tensor* const> inputs, std::vector<int64_t> ints,
+               std::vector<double> floats, DType dtype) {
+  const OpInfo& info = op_info(code);
+  GT_CHECK(!inputs.empty(), "[client.", info.name, "] ", info.name,
+           ": expected a non-empty list of tensors");
+  const TensorNode& first = node_of(*inputs[0], info.name);
+  std::vector<TensorMeta> metas;
+  metas.reserve(inputs.size());
+  wire::Instr in;
+  in.inputs.reserve(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const TensorNode& n = i == 0 ? first : *second_operand(info, first, inputs[i]);
+    metas.push_back(n.meta());
+    in.inputs.push_back(n.id());
+  }
+  std::vector<TensorMeta> out = infer_or_throw(info, OpCall{metas, ints, floats, dtype});
+  Session& session = *first.session();
+  const wire::TensorId id = session.new_id();
+  in.op = code;
+  in.outputs.assign(1, id);
+  in.ints = std::move(ints);
+  in.floats = std::move(floats);
+  in.dtype = out[0].dtype;
+  Tensor result(std::make_shared<TensorNode>(first.session(), id, std::move(out[0]), false));
+  record_op(code, inputs, result, in.ints, in.floats);
+  session.issue(std::move(in));
+  return result;
 }
 
 void apply_inplace(OpCode code, const Tensor& self, const Tensor* other,
@@ -103,6 +136,7 @@ void apply_inplace(OpCode code, const Tensor& self, const Tensor* other,
   in.ints = std::move(ints);
   in.floats = std::move(floats);
   in.dtype = na.meta().dtype;
+  record_inplace(code, self, other, in.ints, in.floats);
   na.session()->issue(std::move(in));
 }
 
@@ -114,10 +148,23 @@ void scalar_attrs(Scalar s, std::vector<int64_t>& ints, std::vector<double>& flo
   }
 }
 
+Tensor apply_scalar(OpCode code, const Tensor& a, Scalar s) {
+  std::vector<int64_t> ints;
+  std::vector<double> floats;
+  scalar_attrs(s, ints, floats);
+  return apply(code, a, nullptr, std::move(ints), std::move(floats));
+}
+
+Tensor gelu_backward(const Tensor& grad, const Tensor& x) {
+  return apply(OpCode::GeluBackward, grad, &x);
+}
+
 }  // namespace client
 
 using client::apply;
 using client::apply_inplace;
+using client::apply_n;
+using client::apply_scalar;
 using client::node_of;
 
 Tensor::Tensor(std::shared_ptr<client::TensorNode> node) : node_(std::move(node)) {}
@@ -153,6 +200,22 @@ Tensor Tensor::sqrt() const { return apply(OpCode::Sqrt, *this, nullptr); }
 Tensor Tensor::relu() const { return apply(OpCode::Relu, *this, nullptr); }
 Tensor Tensor::sigmoid() const { return apply(OpCode::Sigmoid, *this, nullptr); }
 Tensor Tensor::tanh() const { return apply(OpCode::Tanh, *this, nullptr); }
+Tensor Tensor::rsqrt() const { return apply(OpCode::Rsqrt, *this, nullptr); }
+Tensor Tensor::abs() const { return apply(OpCode::Abs, *this, nullptr); }
+Tensor Tensor::sign() const { return apply(OpCode::Sign, *this, nullptr); }
+Tensor Tensor::pow(Scalar exponent) const {
+  return apply_scalar(OpCode::PowScalar, *this, exponent);
+}
+Tensor Tensor::pow(const Tensor& exponent) const {
+  return apply(OpCode::Pow, *this, &exponent);
+}
+Tensor Tensor::gelu() const { return apply(OpCode::Gelu, *this, nullptr); }
+Tensor Tensor::softmax(int64_t dim) const {
+  return apply(OpCode::Softmax, *this, nullptr, {dim});
+}
+Tensor Tensor::log_softmax(int64_t dim) const {
+  return apply(OpCode::LogSoftmax, *this, nullptr, {dim});
+}
 
 namespace {
 std::vector<int64_t> reduce_attrs(const std::vector<int64_t>& dims, bool keepdim) {
@@ -172,6 +235,18 @@ Tensor Tensor::mean() const { return apply(OpCode::Mean, *this, nullptr, {0}); }
 Tensor Tensor::mean(const std::vector<int64_t>& dims, bool keepdim) const {
   return apply(OpCode::Mean, *this, nullptr, reduce_attrs(dims, keepdim));
 }
+Tensor Tensor::max() const { return apply(OpCode::Amax, *this, nullptr, {0}); }
+Tensor Tensor::max(const std::vector<int64_t>& dims, bool keepdim) const {
+  return apply(OpCode::Amax, *this, nullptr, reduce_attrs(dims, keepdim));
+}
+Tensor Tensor::min() const { return apply(OpCode::Amin, *this, nullptr, {0}); }
+Tensor Tensor::min(const std::vector<int64_t>& dims, bool keepdim) const {
+  return apply(OpCode::Amin, *this, nullptr, reduce_attrs(dims, keepdim));
+}
+Tensor Tensor::argmax() const { return apply(OpCode::Argmax, *this, nullptr, {0}); }
+Tensor Tensor::argmax(int64_t dim, bool keepdim) const {
+  return apply(OpCode::Argmax, *this, nullptr, {keepdim ? 1 : 0, dim});
+}
 Tensor Tensor::reshape(const Shape& shape) const {
   return apply(OpCode::Reshape, *this, nullptr, shape);
 }
@@ -183,6 +258,73 @@ Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
 }
 Tensor Tensor::slice(int64_t dim, int64_t start, int64_t end, int64_t step) const {
   return apply(OpCode::Slice, *this, nullptr, {dim, start, end, step});
+}
+Tensor Tensor::unsqueeze(int64_t d) const {
+  return apply(OpCode::Unsqueeze, *this, nullptr, {d});
+}
+Tensor Tensor::squeeze() const { return apply(OpCode::Squeeze, *this, nullptr); }
+Tensor Tensor::squeeze(int64_t d) const { return apply(OpCode::Squeeze, *this, nullptr, {d}); }
+Tensor Tensor::permute(const std::vector<int64_t>& dims) const {
+  return apply(OpCode::Permute, *this, nullptr, dims);
+}
+
+Tensor Tensor::t() const {
+  const Shape& s = node_of(*this, "t").meta().shape;
+  GT_CHECK(s.size() <= 2, "[client.t] t() expects a tensor with at most 2 dims, got shape ",
+           shape_str(s), "; use transpose(d0, d1)");
+  return transpose(0, s.size() < 2 ? 0 : 1);
+}
+
+// A reshape, as in LibTorch; flatten of a 0-dim tensor is 1-D, and a range of
+// one dim returns the tensor itself.
+Tensor Tensor::flatten(int64_t start_dim, int64_t end_dim) const {
+  const Shape& s = node_of(*this, "flatten").meta().shape;
+  if (s.empty()) return reshape({1});
+  const int64_t rank = static_cast<int64_t>(s.size());
+  int64_t start = 0, end = 0;
+  try {
+    start = wrap_dim(start_dim, rank);
+    end = wrap_dim(end_dim, rank);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("[client.flatten] flatten: ") + e.what());
+  }
+  GT_CHECK(start <= end, "[client.flatten] flatten: start dim ", start_dim,
+           " comes after end dim ", end_dim, " for shape ", shape_str(s));
+  if (start == end) return *this;
+  Shape out(s.begin(), s.begin() + start);
+  int64_t merged = 1;
+  for (int64_t d = start; d <= end; ++d) merged *= s[d];
+  out.push_back(merged);
+  out.insert(out.end(), s.begin() + end + 1, s.end());
+  return reshape(out);
+}
+
+Tensor Tensor::expand(const Shape& shape) const {
+  return apply(OpCode::Expand, *this, nullptr, shape);
+}
+Tensor Tensor::to(DType dtype) const {
+  if (node_of(*this, "to").meta().dtype == dtype) return *this;
+  const Tensor* in[] = {this};
+  return apply_n(OpCode::To, in, {}, {}, dtype);
+}
+Tensor Tensor::detach() const { return apply(OpCode::Alias, *this, nullptr); }
+Tensor Tensor::gather(int64_t dim, const Tensor& index) const {
+  return apply(OpCode::Gather, *this, &index, {dim});
+}
+Tensor Tensor::index_select(int64_t dim, const Tensor& index) const {
+  return apply(OpCode::IndexSelect, *this, &index, {dim});
+}
+Tensor Tensor::scatter_add(int64_t dim, const Tensor& index, const Tensor& src) const {
+  const Tensor* in[] = {this, &index, &src};
+  return apply_n(OpCode::ScatterAdd, in, {dim});
+}
+Tensor Tensor::index_add(int64_t dim, const Tensor& index, const Tensor& source) const {
+  const Tensor* in[] = {this, &index, &source};
+  return apply_n(OpCode::IndexAdd, in, {dim});
+}
+Tensor Tensor::slice_scatter(const Tensor& src, int64_t dim, int64_t start, int64_t end,
+                             int64_t step) const {
+  return apply(OpCode::SliceScatter, *this, &src, {dim, start, end, step});
 }
 
 Tensor& Tensor::add_(const Tensor& other) {
@@ -220,6 +362,10 @@ Tensor& Tensor::mul_(Scalar value) {
 }
 Tensor& Tensor::zero_() {
   apply_inplace(OpCode::ZeroInplace, *this, nullptr);
+  return *this;
+}
+Tensor& Tensor::copy_(const Tensor& src) {
+  apply_inplace(OpCode::CopyInplace, *this, &src);
   return *this;
 }
 

@@ -254,6 +254,398 @@ Metas infer_inplace_sub_scalar(const OpCall& c) {
 
 Metas infer_zero(const OpCall&) { return {}; }
 
+// inputs: self, src; src broadcasts to self's shape and is cast to its dtype
+// (any dtype to any dtype, as copy_ does).
+Metas infer_copy(const OpCall& c) {
+  const auto& self = in(c, 0);
+  const auto& src = in(c, 1);
+  bool ok = src.shape.size() <= self.shape.size();
+  for (size_t i = 1; ok && i <= src.shape.size(); ++i) {
+    const int64_t s = src.shape[src.shape.size() - i];
+    ok = s == 1 || s == self.shape[self.shape.size() - i];
+  }
+  GT_CHECK(ok, "source shape ", shape_str(src.shape), " cannot be broadcast to the tensor's shape ",
+           shape_str(self.shape));
+  return {};
+}
+
+// ---- protocol version 2: elementwise ----------------------------------------------
+
+Metas infer_same(const OpCall& c) { return {in(c, 0)}; }
+
+Metas infer_abs(const OpCall& c) {
+  GT_CHECK(in(c, 0).dtype != DType::Bool, "abs of a bool tensor is not supported");
+  return {in(c, 0)};
+}
+
+// gelu: floating tensors only (LibTorch has no integral or bool kernel).
+Metas infer_floating_same(const OpCall& c) {
+  const auto& a = in(c, 0);
+  GT_CHECK(is_floating(a.dtype), "expected a floating dtype, got ", to_string(a.dtype),
+           " (shape ", shape_str(a.shape), "); convert with .to(gt::kFloat32) first");
+  return {a};
+}
+
+Metas infer_pow(const OpCall& c) {
+  auto out = infer_binary(c);
+  GT_CHECK(out[0].dtype != DType::Bool, "pow of bool tensors is not supported: base ",
+           shape_str(in(c, 0).shape), " bool, exponent ", shape_str(in(c, 1).shape), " bool");
+  return out;
+}
+
+// tensor ** number: an integral (or bool) tensor with a negative integral
+// exponent is an error in LibTorch, whatever the values.
+Metas infer_pow_scalar(const OpCall& c) {
+  check_one_scalar(c);
+  const auto& a = in(c, 0);
+  GT_CHECK(is_floating(a.dtype) || !c.floats.empty() || c.ints[0] >= 0,
+           "integers to negative integer powers are not allowed: ", to_string(a.dtype),
+           " tensor of shape ", shape_str(a.shape), " to the power ", c.ints.empty() ? 0 : c.ints[0]);
+  return {{a.shape, result_type_scalar(a.dtype, scalar_is_floating(c))}};
+}
+
+Metas infer_compare(const OpCall& c) {
+  return {{broadcast_shapes(in(c, 0).shape, in(c, 1).shape), DType::Bool}};
+}
+
+Metas infer_compare_scalar(const OpCall& c) {
+  check_one_scalar(c);
+  return {{in(c, 0).shape, DType::Bool}};
+}
+
+// inputs: condition (bool), self, other; all three broadcast.
+Metas infer_where(const OpCall& c) {
+  const auto& cond = in(c, 0);
+  const auto& a = in(c, 1);
+  const auto& b = in(c, 2);
+  GT_CHECK(cond.dtype == DType::Bool, "expected the condition to be a bool tensor, got ",
+           to_string(cond.dtype), " (shape ", shape_str(cond.shape), ")");
+  Shape shape;
+  try {
+    shape = broadcast_shapes(broadcast_shapes(cond.shape, a.shape), b.shape);
+  } catch (const std::invalid_argument&) {
+    GT_CHECK(false, "shapes cannot be broadcast: condition ", shape_str(cond.shape), ", self ",
+             shape_str(a.shape), ", other ", shape_str(b.shape));
+  }
+  return {{std::move(shape), result_type(a.dtype, a.shape.size(), b.dtype, b.shape.size())}};
+}
+
+Metas infer_to(const OpCall& c) { return {{in(c, 0).shape, c.dtype}}; }
+
+// inputs: grad, self (same shape; floating).
+Metas infer_gelu_backward(const OpCall& c) {
+  const auto& g = in(c, 0);
+  const auto& x = in(c, 1);
+  GT_CHECK(is_floating(g.dtype) && is_floating(x.dtype),
+           "expected floating dtypes, got grad ", to_string(g.dtype), ", self ",
+           to_string(x.dtype));
+  GT_CHECK(g.shape == x.shape, "grad and self must have the same shape: grad ",
+           shape_str(g.shape), ", self ", shape_str(x.shape));
+  return {{x.shape, promote_types(g.dtype, x.dtype)}};
+}
+
+// ---- softmax ------------------------------------------------------------------------
+
+Metas infer_softmax(const OpCall& c) {
+  auto out = infer_floating_same(c);
+  wrap_dim(c.ints[0], out[0].shape.size());
+  return out;
+}
+
+// ---- protocol version 2: reductions ---------------------------------------------------
+
+// amax/amin: ints = [keepdim, dims...]; no dims = every dim. A reduced dim must
+// not be empty (there is no identity for max).
+Metas infer_extremum(const OpCall& c) {
+  const auto& a = in(c, 0);
+  if (c.ints.size() == 1) {
+    GT_CHECK(numel(a.shape) > 0, "expected a non-empty tensor when reducing every dim, got shape ",
+             shape_str(a.shape), "; name the dims to reduce");
+  }
+  for (size_t i = 1; i < c.ints.size() && !a.shape.empty(); ++i) {
+    const int64_t d = wrap_dim(c.ints[i], a.shape.size());
+    GT_CHECK(a.shape[d] != 0, "expected reduction dim ", d, " to have non-zero size, got shape ",
+             shape_str(a.shape));
+  }
+  return {{reduced_shape(c), a.dtype}};
+}
+
+// ints = [keepdim] (flattened: 0-dim result, or all ones with keepdim) or
+// [keepdim, dim].
+Metas infer_argmax(const OpCall& c) {
+  const auto& a = in(c, 0);
+  GT_CHECK(a.dtype != DType::Bool, "argmax of a bool tensor is not supported");
+  const bool keepdim = c.ints[0] != 0;
+  const int64_t rank = a.shape.size();
+  if (c.ints.size() == 1) {
+    GT_CHECK(numel(a.shape) > 0, "expected a non-empty tensor when no dim is given, got shape ",
+             shape_str(a.shape));
+    return {{keepdim ? Shape(rank, 1) : Shape{}, DType::Int64}};
+  }
+  const int64_t d = wrap_dim(c.ints[1], rank);
+  Shape out = a.shape;
+  if (rank > 0) {
+    GT_CHECK(a.shape[d] != 0, "expected reduction dim ", d, " to have non-zero size, got shape ",
+             shape_str(a.shape));
+    if (keepdim) {
+      out[d] = 1;
+    } else {
+      out.erase(out.begin() + d);
+    }
+  }
+  return {{std::move(out), DType::Int64}};
+}
+
+// ---- protocol version 2: joining and shape ---------------------------------------------
+
+// ints = [dim]. LibTorch's rules: every tensor has rank >= 1; 1-D empty
+// tensors (shape (0)) are skipped by the shape checks (legacy); the others
+// agree on every dim but `dim`; the dtype promotes over all inputs.
+Metas infer_cat(const OpCall& c) {
+  DType t = in(c, 0).dtype;
+  const TensorMeta* ref = nullptr;
+  auto legacy_empty = [](const TensorMeta& m) { return m.shape.size() == 1 && m.shape[0] == 0; };
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    const auto& x = c.inputs[i];
+    t = promote_types(t, x.dtype);
+    GT_CHECK(!x.shape.empty(), "zero-dimensional tensor (at position ", i,
+             ") cannot be concatenated");
+    if (!ref && !legacy_empty(x)) ref = &x;
+  }
+  if (!ref) {
+    wrap_dim(c.ints[0], 1);
+    return {{Shape{0}, t}};
+  }
+  const size_t rank = ref->shape.size();
+  const int64_t d = wrap_dim(c.ints[0], rank);
+  Shape out = ref->shape;
+  out[d] = 0;
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    const auto& x = c.inputs[i];
+    if (legacy_empty(x)) continue;
+    GT_CHECK(x.shape.size() == rank, "tensors must have the same number of dimensions: got ",
+             shape_str(ref->shape), " and ", shape_str(x.shape), " (tensor ", i, ")");
+    for (size_t k = 0; k < rank; ++k) {
+      GT_CHECK(static_cast<int64_t>(k) == d || x.shape[k] == ref->shape[k],
+               "sizes of tensors must match except in dimension ", d, ": expected size ",
+               ref->shape[k], " but got size ", x.shape[k], " for tensor number ", i,
+               " in the list (shapes ", shape_str(ref->shape), " and ", shape_str(x.shape), ")");
+    }
+    out[d] += x.shape[d];
+  }
+  return {{std::move(out), t}};
+}
+
+// ints = [dim]: every tensor has the same shape; dim ranges over rank + 1.
+Metas infer_stack(const OpCall& c) {
+  const auto& first = in(c, 0);
+  DType t = first.dtype;
+  for (size_t i = 1; i < c.inputs.size(); ++i) {
+    const auto& x = c.inputs[i];
+    GT_CHECK(x.shape == first.shape, "expected each tensor to be equal size, but got ",
+             shape_str(first.shape), " at entry 0 and ", shape_str(x.shape), " at entry ", i);
+    t = promote_types(t, x.dtype);
+  }
+  const int64_t d = wrap_dim(c.ints[0], first.shape.size() + 1);
+  Shape out = first.shape;
+  out.insert(out.begin() + d, static_cast<int64_t>(c.inputs.size()));
+  return {{std::move(out), t}};
+}
+
+Metas infer_unsqueeze(const OpCall& c) {
+  const auto& a = in(c, 0);
+  const int64_t d = wrap_dim(c.ints[0], a.shape.size() + 1);
+  Shape out = a.shape;
+  out.insert(out.begin() + d, 1);
+  return {{std::move(out), a.dtype}};
+}
+
+// ints = [] (drop every size-1 dim) or [dim] (drop it if its size is 1).
+Metas infer_squeeze(const OpCall& c) {
+  const auto& a = in(c, 0);
+  Shape out;
+  if (c.ints.empty()) {
+    for (int64_t s : a.shape) {
+      if (s != 1) out.push_back(s);
+    }
+  } else {
+    const int64_t d = wrap_dim(c.ints[0], a.shape.size());
+    out = a.shape;
+    if (!out.empty() && out[d] == 1) out.erase(out.begin() + d);
+  }
+  return {{std::move(out), a.dtype}};
+}
+
+Metas infer_permute(const OpCall& c) {
+  const auto& a = in(c, 0);
+  const size_t rank = a.shape.size();
+  GT_CHECK(c.ints.size() == rank, "the permutation ", shape_str(c.ints), " has ", c.ints.size(),
+           " dims but the tensor of shape ", shape_str(a.shape), " has ", rank);
+  Shape out(rank);
+  std::vector<bool> seen(rank);
+  for (size_t i = 0; i < rank; ++i) {
+    const int64_t d = wrap_dim(c.ints[i], rank);
+    GT_CHECK(!seen[d], "dim ", d, " appears more than once in the permutation ",
+             shape_str(c.ints));
+    seen[d] = true;
+    out[i] = a.shape[d];
+  }
+  return {{std::move(out), a.dtype}};
+}
+
+// ints = target shape: -1 keeps an existing dim, new dims may only be added in
+// front, and only size-1 dims change size.
+Metas infer_expand(const OpCall& c) {
+  const auto& a = in(c, 0);
+  const size_t n = c.ints.size(), rank = a.shape.size();
+  GT_CHECK(n >= rank, "the target shape ", shape_str(c.ints), " has fewer dims than the tensor's ",
+           shape_str(a.shape));
+  const size_t lead = n - rank;
+  Shape out(n);
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t want = c.ints[i];
+    if (i < lead) {
+      GT_CHECK(want >= 0, "the expanded size ", want,
+               " isn't allowed in a leading, non-existing dimension ", i, " (target ",
+               shape_str(c.ints), ", tensor ", shape_str(a.shape), ")");
+      out[i] = want;
+      continue;
+    }
+    const int64_t have = a.shape[i - lead];
+    if (want == -1) {
+      out[i] = have;
+      continue;
+    }
+    GT_CHECK(want >= 0 && (have == 1 || want == have), "the expanded size ", want,
+             " must match the existing size ", have, " at non-singleton dimension ", i,
+             " (target ", shape_str(c.ints), ", tensor ", shape_str(a.shape), ")");
+    out[i] = want;
+  }
+  return {{std::move(out), a.dtype}};
+}
+
+// ---- protocol version 2: indexing --------------------------------------------------------
+
+// Rank and sizes as LibTorch's index checks see them: a 0-dim tensor counts as
+// one element in one dim.
+int64_t nonempty_rank(const Shape& s) { return std::max<int64_t>(s.size(), 1); }
+int64_t nonempty_size(const Shape& s, int64_t d) { return s.empty() ? 1 : s[d]; }
+
+void check_index_dtype(const TensorMeta& index, bool int32_ok) {
+  GT_CHECK(index.dtype == DType::Int64 || (int32_ok && index.dtype == DType::Int32),
+           "expected dtype ", int32_ok ? "int32 or int64" : "int64", " for index, got ",
+           to_string(index.dtype), " (shape ", shape_str(index.shape), ")");
+}
+
+void check_vector_index(const TensorMeta& index) {
+  GT_CHECK(index.shape.size() <= 1, "index must be a vector (0-D or 1-D), got shape ",
+           shape_str(index.shape));
+}
+
+// gather and scatter_add: index has self's rank and is no larger than self
+// outside `dim` (and, for scatter_add, no larger than src anywhere). An empty
+// index skips the checks, as in LibTorch.
+void check_scatter_gather_shapes(const TensorMeta& self, const TensorMeta& index, int64_t dim,
+                                 const TensorMeta* src) {
+  if (numel(index.shape) == 0) return;
+  const int64_t rank = nonempty_rank(self.shape);
+  GT_CHECK(nonempty_rank(index.shape) == rank,
+           "index must have the same number of dimensions as self: self ", shape_str(self.shape),
+           ", index ", shape_str(index.shape));
+  if (src) {
+    GT_CHECK(nonempty_rank(src->shape) == rank,
+             "index must have the same number of dimensions as src: src ", shape_str(src->shape),
+             ", index ", shape_str(index.shape));
+  }
+  for (int64_t k = 0; k < rank; ++k) {
+    const int64_t n = nonempty_size(index.shape, k);
+    GT_CHECK(k == dim || n <= nonempty_size(self.shape, k), "index ", shape_str(index.shape),
+             " must be no larger than self ", shape_str(self.shape), " apart from dimension ",
+             dim);
+    GT_CHECK(!src || n <= nonempty_size(src->shape, k), "index ", shape_str(index.shape),
+             " must be no larger than src ", shape_str(src->shape));
+  }
+}
+
+// inputs: self, index (int64); ints = [dim]; the result has index's shape.
+Metas infer_gather(const OpCall& c) {
+  const auto& self = in(c, 0);
+  const auto& index = in(c, 1);
+  check_index_dtype(index, false);
+  const int64_t d = wrap_dim(c.ints[0], self.shape.size());
+  check_scatter_gather_shapes(self, index, d, nullptr);
+  return {{index.shape, self.dtype}};
+}
+
+// inputs: self, index (int32/int64, 0-D or 1-D); ints = [dim].
+Metas infer_index_select(const OpCall& c) {
+  const auto& self = in(c, 0);
+  const auto& index = in(c, 1);
+  check_index_dtype(index, true);
+  check_vector_index(index);
+  const int64_t d = wrap_dim(c.ints[0], self.shape.size());
+  if (self.shape.empty()) return {{Shape{}, self.dtype}};
+  Shape out = self.shape;
+  out[d] = numel(index.shape);
+  return {{std::move(out), self.dtype}};
+}
+
+// inputs: self, index (int64), src (self's dtype); ints = [dim].
+Metas infer_scatter_add(const OpCall& c) {
+  const auto& self = in(c, 0);
+  const auto& index = in(c, 1);
+  const auto& src = in(c, 2);
+  check_index_dtype(index, false);
+  GT_CHECK(src.dtype == self.dtype, "expected src to have self's dtype: self ",
+           to_string(self.dtype), ", src ", to_string(src.dtype));
+  const int64_t d = wrap_dim(c.ints[0], self.shape.size());
+  check_scatter_gather_shapes(self, index, d, &src);
+  return {self};
+}
+
+// inputs: self, index (int32/int64, 0-D or 1-D), source (self's dtype);
+// ints = [dim]. source matches self apart from `dim`, where it has one slice
+// per index (gt does not broadcast the slices, which LibTorch's CPU kernel
+// happens to accept).
+Metas infer_index_add(const OpCall& c) {
+  const auto& self = in(c, 0);
+  const auto& index = in(c, 1);
+  const auto& src = in(c, 2);
+  check_index_dtype(index, true);
+  check_vector_index(index);
+  GT_CHECK(src.dtype == self.dtype, "expected source to have self's dtype: self ",
+           to_string(self.dtype), ", source ", to_string(src.dtype));
+  const int64_t d = wrap_dim(c.ints[0], self.shape.size());
+  GT_CHECK(d == 0 || d < static_cast<int64_t>(src.shape.size()), "dim ", d,
+           " is out of range for source of shape ", shape_str(src.shape));
+  const int64_t n = numel(index.shape);
+  const int64_t slices = src.shape.empty() ? 1 : src.shape[d];
+  GT_CHECK(n == slices, "the number of indices (", n, ") must equal source.size(", d, ") (",
+           slices, "): index ", shape_str(index.shape), ", source ", shape_str(src.shape));
+  if (n > 0) {
+    const int64_t rank = nonempty_rank(self.shape);
+    bool ok = nonempty_rank(src.shape) == rank;
+    for (int64_t k = 0; ok && k < rank; ++k) {
+      ok = k == d || nonempty_size(src.shape, k) == nonempty_size(self.shape, k);
+    }
+    GT_CHECK(ok, "source must match self apart from dimension ", d, ": self ",
+             shape_str(self.shape), ", source ", shape_str(src.shape));
+  }
+  return {self};
+}
+
+// inputs: base, src; ints = [dim, start, end, step] as for slice. src has the
+// slice's shape (any dtype: it is cast to base's).
+Metas infer_slice_scatter(const OpCall& c) {
+  const auto slice = infer_slice(c);
+  const auto& src = in(c, 1);
+  GT_CHECK(src.shape == slice[0].shape, "expected src to have the shape of the slice: src ",
+           shape_str(src.shape), ", slice ", shape_str(slice[0].shape), " of ",
+           shape_str(in(c, 0).shape));
+  return {in(c, 0)};
+}
+
+
 constexpr int kAny = -1;
 constexpr const char* kShapeAttr = "shape...";
 constexpr const char* kScalarAttr = "one number: ints[0] (integral) or floats[0]";
@@ -300,6 +692,47 @@ constexpr OpInfo kOps[] = {
     {OpCode::MulInplace, "mul_", 2, 0, 0, 0, 0, 0, OpKind::Inplace, false, "", infer_inplace_binary},
     {OpCode::MulScalarInplace, "mul_scalar_", 1, 0, 0, 1, 0, 1, OpKind::Inplace, false, kScalarAttr, infer_inplace_scalar},
     {OpCode::ZeroInplace, "zero_", 1, 0, 0, 0, 0, 0, OpKind::Inplace, false, "", infer_zero},
+    // protocol version 2
+    {OpCode::Rsqrt, "rsqrt", 1, 1, 0, 0, 0, 0, OpKind::Elementwise, true, "", infer_float_unary},
+    {OpCode::Abs, "abs", 1, 1, 0, 0, 0, 0, OpKind::Elementwise, true, "", infer_abs},
+    {OpCode::Sign, "sign", 1, 1, 0, 0, 0, 0, OpKind::Elementwise, true, "", infer_same},
+    {OpCode::Pow, "pow", 2, 1, 0, 0, 0, 0, OpKind::Elementwise, true, "inputs: base, exponent", infer_pow},
+    {OpCode::PowScalar, "pow_scalar", 1, 1, 0, 1, 0, 1, OpKind::Elementwise, true, "exponent: ints[0] (integral) or floats[0]", infer_pow_scalar},
+    {OpCode::RPowScalar, "rpow_scalar", 1, 1, 0, 1, 0, 1, OpKind::Elementwise, true, "base: ints[0] (integral) or floats[0]", infer_scalar},
+    {OpCode::Gelu, "gelu", 1, 1, 0, 0, 0, 0, OpKind::Elementwise, true, "", infer_floating_same},
+    {OpCode::Softmax, "softmax", 1, 1, 1, 1, 0, 0, OpKind::Softmax, false, "dim", infer_softmax},
+    {OpCode::LogSoftmax, "log_softmax", 1, 1, 1, 1, 0, 0, OpKind::Softmax, false, "dim", infer_softmax},
+    {OpCode::Amax, "amax", 1, 1, 1, kAny, 0, 0, OpKind::Reduction, false, "keepdim, dims... (none = all)", infer_extremum},
+    {OpCode::Amin, "amin", 1, 1, 1, kAny, 0, 0, OpKind::Reduction, false, "keepdim, dims... (none = all)", infer_extremum},
+    {OpCode::Argmax, "argmax", 1, 1, 1, 2, 0, 0, OpKind::Reduction, false, "keepdim[, dim] (no dim = over the flattened tensor)", infer_argmax},
+    {OpCode::Lt, "lt", 2, 1, 0, 0, 0, 0, OpKind::Elementwise, true, "", infer_compare},
+    {OpCode::Le, "le", 2, 1, 0, 0, 0, 0, OpKind::Elementwise, true, "", infer_compare},
+    {OpCode::Gt, "gt", 2, 1, 0, 0, 0, 0, OpKind::Elementwise, true, "", infer_compare},
+    {OpCode::Ge, "ge", 2, 1, 0, 0, 0, 0, OpKind::Elementwise, true, "", infer_compare},
+    {OpCode::Eq, "eq", 2, 1, 0, 0, 0, 0, OpKind::Elementwise, true, "", infer_compare},
+    {OpCode::Ne, "ne", 2, 1, 0, 0, 0, 0, OpKind::Elementwise, true, "", infer_compare},
+    {OpCode::LtScalar, "lt_scalar", 1, 1, 0, 1, 0, 1, OpKind::Elementwise, true, kScalarAttr, infer_compare_scalar},
+    {OpCode::LeScalar, "le_scalar", 1, 1, 0, 1, 0, 1, OpKind::Elementwise, true, kScalarAttr, infer_compare_scalar},
+    {OpCode::GtScalar, "gt_scalar", 1, 1, 0, 1, 0, 1, OpKind::Elementwise, true, kScalarAttr, infer_compare_scalar},
+    {OpCode::GeScalar, "ge_scalar", 1, 1, 0, 1, 0, 1, OpKind::Elementwise, true, kScalarAttr, infer_compare_scalar},
+    {OpCode::EqScalar, "eq_scalar", 1, 1, 0, 1, 0, 1, OpKind::Elementwise, true, kScalarAttr, infer_compare_scalar},
+    {OpCode::NeScalar, "ne_scalar", 1, 1, 0, 1, 0, 1, OpKind::Elementwise, true, kScalarAttr, infer_compare_scalar},
+    {OpCode::Where, "where", 3, 1, 0, 0, 0, 0, OpKind::Elementwise, true, "inputs: condition (bool), self, other", infer_where},
+    {OpCode::Cat, "cat", kAny, 1, 1, 1, 0, 0, OpKind::Shape, false, "dim; inputs: 1 to kMaxInputs (1024) tensors", infer_cat},
+    {OpCode::Stack, "stack", kAny, 1, 1, 1, 0, 0, OpKind::Shape, false, "dim; inputs: 1 to kMaxInputs (1024) tensors", infer_stack},
+    {OpCode::Unsqueeze, "unsqueeze", 1, 1, 1, 1, 0, 0, OpKind::Shape, false, "dim", infer_unsqueeze},
+    {OpCode::Squeeze, "squeeze", 1, 1, 0, 1, 0, 0, OpKind::Shape, false, "[dim] (none = every size-1 dim)", infer_squeeze},
+    {OpCode::Permute, "permute", 1, 1, 0, kAny, 0, 0, OpKind::Shape, false, "dims... (a permutation of the tensor's dims)", infer_permute},
+    {OpCode::Expand, "expand", 1, 1, 0, kAny, 0, 0, OpKind::Shape, false, "shape... (-1 keeps a dim; new dims only in front)", infer_expand},
+    {OpCode::To, "to", 1, 1, 0, 0, 0, 0, OpKind::Elementwise, true, "the instruction's dtype field is the target dtype", infer_to},
+    {OpCode::CopyInplace, "copy_", 2, 0, 0, 0, 0, 0, OpKind::Inplace, false, "inputs: self, src (broadcast to self, cast to its dtype)", infer_copy},
+    {OpCode::Alias, "alias", 1, 1, 0, 0, 0, 0, OpKind::Shape, false, "", infer_same},
+    {OpCode::Gather, "gather", 2, 1, 1, 1, 0, 0, OpKind::Index, false, "dim; inputs: self, index (int64)", infer_gather},
+    {OpCode::IndexSelect, "index_select", 2, 1, 1, 1, 0, 0, OpKind::Index, false, "dim; inputs: self, index (int32/int64, 0-D or 1-D)", infer_index_select},
+    {OpCode::GeluBackward, "gelu_backward", 2, 1, 0, 0, 0, 0, OpKind::Elementwise, true, "inputs: grad, self (approximate = none)", infer_gelu_backward},
+    {OpCode::SliceScatter, "slice_scatter", 2, 1, 4, 4, 0, 0, OpKind::Index, false, "dim, start, end, step; inputs: base, src", infer_slice_scatter},
+    {OpCode::ScatterAdd, "scatter_add", 3, 1, 1, 1, 0, 0, OpKind::Index, false, "dim; inputs: self, index (int64), src", infer_scatter_add},
+    {OpCode::IndexAdd, "index_add", 3, 1, 1, 1, 0, 0, OpKind::Index, false, "dim; inputs: self, index (int32/int64, 0-D or 1-D), source", infer_index_add},
 };
 
 static_assert(std::size(kOps) == kNumOps, "one op table row per OpCode");
@@ -324,9 +757,9 @@ std::span<const OpInfo> all_ops() { return kOps; }
 
 std::vector<TensorMeta> infer(const OpInfo& op, const OpCall& call) {
   const int n_in = call.inputs.size();
-  GT_CHECK(op.arity < 0 ? n_in >= 1 : n_in == op.arity, op.name, ": expected ",
-           op.arity < 0 ? "one or more" : std::to_string(op.arity), " tensor inputs, got ",
-           n_in);
+  GT_CHECK(op.arity < 0 ? n_in >= 1 && n_in <= kMaxInputs : n_in == op.arity, op.name,
+           ": expected ", op.arity < 0 ? "1 to " + std::to_string(kMaxInputs) : std::to_string(op.arity),
+           " tensor inputs, got ", n_in);
   const int max_ints = op.max_ints == kAny ? kMaxRank + 2 : op.max_ints;
   const int n_ints = call.ints.size(), n_floats = call.floats.size();
   GT_CHECK(n_ints >= op.min_ints && n_ints <= max_ints, op.name, ": expected ",

@@ -66,9 +66,64 @@ enum class OpCode : uint16_t {
   MulInplace = 36,
   MulScalarInplace = 37,
   ZeroInplace = 38,
+  // ---- protocol version 2 ----
+  // elementwise unary and powers
+  Rsqrt = 39,
+  Abs = 40,
+  Sign = 41,
+  Pow = 42,         // tensor ** tensor
+  PowScalar = 43,   // tensor ** number
+  RPowScalar = 44,  // number ** tensor
+  Gelu = 45,
+  // softmax family (along one dim)
+  Softmax = 46,
+  LogSoftmax = 47,
+  // reductions
+  Amax = 48,
+  Amin = 49,
+  Argmax = 50,
+  // comparisons (bool result), tensor with tensor
+  Lt = 51,
+  Le = 52,
+  Gt = 53,
+  Ge = 54,
+  Eq = 55,
+  Ne = 56,
+  // comparisons, tensor with a number
+  LtScalar = 57,
+  LeScalar = 58,
+  GtScalar = 59,
+  GeScalar = 60,
+  EqScalar = 61,
+  NeScalar = 62,
+  // selection
+  Where = 63,
+  // joining and shape
+  Cat = 64,
+  Stack = 65,
+  Unsqueeze = 66,
+  Squeeze = 67,
+  Permute = 68,
+  Expand = 69,
+  // conversion, copies and aliases
+  To = 70,
+  CopyInplace = 71,
+  Alias = 72,
+  // indexing
+  Gather = 73,
+  IndexSelect = 74,
+  // backward helpers (used by autograd; callable like any op)
+  GeluBackward = 75,
+  SliceScatter = 76,
+  ScatterAdd = 77,
+  IndexAdd = 78,
 };
 
-inline constexpr int kNumOps = 39;
+inline constexpr int kNumOps = 79;
+
+/// Most tensor inputs one instruction may name (variadic ops such as cat and
+/// stack); bounds what the worker reads off the wire before looking anything up.
+inline constexpr int kMaxInputs = 1024;
 
 enum class OpKind : uint8_t {
   Creation,    // makes a tensor from attributes (and maybe a payload)
@@ -76,8 +131,10 @@ enum class OpKind : uint8_t {
   Elementwise, // same-shape or broadcast map; fusible
   Linalg,      // library call (matmul)
   Reduction,   // reduces dims
-  Shape,       // reshape / view / transpose / slice
+  Shape,       // reshape / view / transpose / slice / cat / expand / alias
   Inplace,     // mutates input 0
+  Softmax,     // softmax / log_softmax along one dim
+  Index,       // gather / index_select / scatter_add / index_add / slice_scatter
 };
 
 /// Shape and dtype of a tensor, as the op table reasons about it.
@@ -93,7 +150,7 @@ struct OpCall {
   std::span<const TensorMeta> inputs;
   std::span<const int64_t> ints;
   std::span<const double> floats;
-  DType dtype = DType::Float32;  // requested dtype of creation ops
+  DType dtype = DType::Float32;  // requested dtype of creation ops and `to`
 };
 
 /// Shape/dtype rule: returns one meta per output; throws std::invalid_argument
@@ -103,7 +160,7 @@ using InferFn = std::vector<TensorMeta> (*)(const OpCall&);
 struct OpInfo {
   OpCode code;
   std::string_view name;
-  int arity;        // tensor inputs; -1 = one or more
+  int arity;        // tensor inputs; -1 = one to kMaxInputs
   int outputs;      // tensors produced (0 for in-place and control ops)
   int min_ints, max_ints;      // bounds on ints.size(); max -1 = kMaxRank + 2
   int min_floats, max_floats;  // bounds on floats.size()

@@ -20,8 +20,8 @@
 namespace gt::wire {
 
 /// Bumped whenever a message, field, op code or status changes meaning.
-inline constexpr uint32_t kProtocolVersion = 1;
-static_assert(kNumOps == 39, "op table changed: bump kProtocolVersion, update docs/protocol.md");
+inline constexpr uint32_t kProtocolVersion = 2;
+static_assert(kNumOps == 79, "op table changed: bump kProtocolVersion, update docs/protocol.md");
 static_assert(kNumStatus == 14, "status codes changed: bump kProtocolVersion, update docs/errors.md");
 
 /// Bounds applied to everything read off the wire.

@@ -154,9 +154,9 @@ std::vector<double> gt_sync_us(int iters) {
 }  // namespace
 
 void add_bench_options(CLI::App& app, BenchOptions& o) {
-  app.add_option("which", o.which, "throughput, latency or all")
+  app.add_option("which", o.which, "throughput, latency, train or all")
       ->capture_default_str()
-      ->check(CLI::IsMember({"throughput", "latency", "all"}));
+      ->check(CLI::IsMember({"throughput", "latency", "train", "all"}));
   app.add_option("--ops", o.ops, "Ops issued before the fetch (throughput)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000000));
@@ -166,15 +166,22 @@ void add_bench_options(CLI::App& app, BenchOptions& o) {
   app.add_option("--iters", o.iters, "Round trips measured (latency)")
       ->capture_default_str()
       ->check(CLI::Range(10, 10000000));
-  app.add_option("--repeats", o.repeats, "Best of N runs (throughput)")
+  app.add_option("--repeats", o.repeats, "Best of N runs (throughput, train)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100));
+  app.add_option("--steps", o.steps, "Training steps measured per run (train)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--batch", o.batch, "Samples per training step (train)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
 }
 
 int run_bench(const BenchOptions& o) {
   try {
     const bool thr = o.which == "all" || o.which == "throughput";
     const bool lat = o.which == "all" || o.which == "latency";
+    const bool train = o.which == "all" || o.which == "train";
     std::vector<double> raw;
     if (lat) raw = raw_pingpong_us(o.iters);  // forks: before any gt thread
 
@@ -204,6 +211,17 @@ int run_bench(const BenchOptions& o) {
       json += "\"gt_sync_p50_us\":" + std::to_string(g50) +
               ",\"raw_pingpong_p50_us\":" + std::to_string(r50) +
               ",\"latency_ratio\":" + std::to_string(g50 / r50);
+    }
+    if (train) {
+      const TrainBenchResult t = bench_train_step(o.batch, o.steps, o.repeats);
+      std::printf(
+          "train: MLP 784-256-256-10 step (batch %d, Adam, cross-entropy): gt %.3f ms, "
+          "LibTorch in-process %.3f ms, gt/LibTorch %.2f (target <= 1.5)\n",
+          o.batch, t.gt_ms, t.libtorch_ms, t.gt_ms / t.libtorch_ms);
+      if (json.size() > 1) json += ",";
+      json += "\"gt_step_ms\":" + std::to_string(t.gt_ms) +
+              ",\"libtorch_step_ms\":" + std::to_string(t.libtorch_ms) +
+              ",\"train_step_ratio\":" + std::to_string(t.gt_ms / t.libtorch_ms);
     }
     std::printf("RESULT %s}\n", json.c_str());
     gt::shutdown();

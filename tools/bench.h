@@ -11,12 +11,24 @@ class App;
 namespace gt::tools {
 
 struct BenchOptions {
-  std::string which = "all";  // throughput | latency | all
+  std::string which = "all";  // throughput | latency | train | all
   int ops = 100000;           // throughput: ops issued before the one fetch
   int elems = 64;             // throughput: elements per tensor
   int iters = 2000;           // latency: round trips measured
-  int repeats = 3;            // best of N for throughput
+  int repeats = 3;            // best of N for throughput and train
+  int steps = 200;            // train: steps measured per repeat
+  int batch = 128;            // train: samples per step
 };
+
+/// Per-step milliseconds of the MLP training step, gt and LibTorch in-process.
+struct TrainBenchResult {
+  double gt_ms;
+  double libtorch_ms;
+};
+
+/// `gt bench train` (tools/bench_train.cpp): best of `repeats` runs of `steps`
+/// steps each, interleaved.
+TrainBenchResult bench_train_step(int64_t batch, int steps, int repeats);
 
 void add_bench_options(CLI::App& app, BenchOptions& options);
 

@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
 
   gt::tools::BenchOptions bopts;
   auto* bench = app.add_subcommand(
-      "bench", "Benchmarks: pipelined throughput and sync latency, printed as ratios");
+      "bench", "Benchmarks: pipelined throughput, sync latency, training step; printed as ratios");
   gt::tools::add_bench_options(*bench, bopts);
 
   CLI11_PARSE(app, argc, argv);

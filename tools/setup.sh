@@ -2,7 +2,7 @@
 # gt set-up on Debian bookworm: installs the Debian packages gt needs (once),
 # builds, and runs the main job or the tests.
 #
-#   tools/setup.sh run     install, build, run the main job (examples/quickstart)
+#   tools/setup.sh run     install, build, run the main job (Fashion-MNIST training)
 #   tools/setup.sh test    install, build, run every test through ctest
 #   tools/setup.sh deps    install the packages only
 #   tools/setup.sh build   install and build only
@@ -47,7 +47,7 @@ case "${1:-run}" in
   run)
     install_deps
     build -DGT_BUILD_TESTS=OFF
-    "$build/bin/gt_quickstart"
+    "$build/bin/gt_train_fashion_mnist" "${@:2}"
     ;;
   test)
     install_deps

@@ -273,6 +273,13 @@ void Executor::run_op(Session& s, const wire::Instruction& in, Context& ctx) {
   const auto ids_in = wire::view(in.inputs());
   const auto ids_out = wire::view(in.outputs());
 
+  // Bound the input list before looking anything up (variadic ops such as cat).
+  if (ids_in.size() > static_cast<size_t>(kMaxInputs)) {
+    fail(s, in, op, Status::InvalidArgument,
+         gt::detail::cat(ids_in.size(), " input ids exceed the limit of ", kMaxInputs));
+    return;
+  }
+
   // Inputs must be live; a poisoned input passes its failure on silently.
   if (metas_.size() < ids_in.size()) metas_.resize(ids_in.size());
   std::shared_ptr<const FailureInfo> poisoned;
@@ -541,8 +548,16 @@ void Executor::poison_targets(Session& s, const wire::Instruction& in, const OpI
 }
 
 std::string Executor::describe_inputs(const Session& s, const wire::Instruction& in) const {
+  // Variadic ops (cat) may name many inputs: describe the first few.
+  constexpr size_t kMaxDescribed = 8;
+  const auto ids = wire::view(in.inputs());
   std::string out;
-  for (TensorId id : wire::view(in.inputs())) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const TensorId id = ids[i];
+    if (i == kMaxDescribed) {
+      out += gt::detail::cat(", ... (", ids.size() - i, " more)");
+      break;
+    }
     if (!out.empty()) out += ", ";
     auto it = s.tensors.find(id);
     if (it == s.tensors.end()) {

@@ -14,6 +14,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/ScalarOps.h>
 
+#include "common/check.h"
+
 namespace gt::worker {
 
 at::ScalarType to_scalar_type(DType t) {
@@ -262,6 +264,140 @@ at::Tensor k_zero_(const KernelArgs& a) {
   return {};
 }
 
+// ---- protocol version 2: elementwise ---------------------------------------------
+
+at::Tensor k_rsqrt(const KernelArgs& a) { return at::rsqrt(float_input(a)); }
+at::Tensor k_abs(const KernelArgs& a) { return at::abs(in0(a)); }
+at::Tensor k_sign(const KernelArgs& a) { return at::sign(in0(a)); }
+at::Tensor k_pow(const KernelArgs& a) { return as_out(at::pow(in0(a), in1(a)), a); }
+at::Tensor k_pow_scalar(const KernelArgs& a) { return as_out(at::pow(in0(a), scalar_arg(a)), a); }
+at::Tensor k_rpow_scalar(const KernelArgs& a) { return as_out(at::pow(scalar_arg(a), in0(a)), a); }
+at::Tensor k_gelu(const KernelArgs& a) { return at::gelu(in0(a)); }
+at::Tensor k_gelu_backward(const KernelArgs& a) {
+  return as_out(at::gelu_backward(in0(a), in1(a)), a);
+}
+
+at::Tensor k_lt(const KernelArgs& a) { return at::lt(in0(a), in1(a)); }
+at::Tensor k_le(const KernelArgs& a) { return at::le(in0(a), in1(a)); }
+at::Tensor k_gt(const KernelArgs& a) { return at::gt(in0(a), in1(a)); }
+at::Tensor k_ge(const KernelArgs& a) { return at::ge(in0(a), in1(a)); }
+at::Tensor k_eq(const KernelArgs& a) { return at::eq(in0(a), in1(a)); }
+at::Tensor k_ne(const KernelArgs& a) { return at::ne(in0(a), in1(a)); }
+at::Tensor k_lt_scalar(const KernelArgs& a) { return at::lt(in0(a), scalar_arg(a)); }
+at::Tensor k_le_scalar(const KernelArgs& a) { return at::le(in0(a), scalar_arg(a)); }
+at::Tensor k_gt_scalar(const KernelArgs& a) { return at::gt(in0(a), scalar_arg(a)); }
+at::Tensor k_ge_scalar(const KernelArgs& a) { return at::ge(in0(a), scalar_arg(a)); }
+at::Tensor k_eq_scalar(const KernelArgs& a) { return at::eq(in0(a), scalar_arg(a)); }
+at::Tensor k_ne_scalar(const KernelArgs& a) { return at::ne(in0(a), scalar_arg(a)); }
+
+at::Tensor k_where(const KernelArgs& a) {
+  return as_out(at::where(in0(a), in1(a), a.inputs[2]), a);
+}
+
+// A dtype conversion; the same tensor when the dtype already matches (as
+// Tensor::to does).
+at::Tensor k_to(const KernelArgs& a) { return in0(a).to(out_type(a)); }
+
+// ---- softmax ------------------------------------------------------------------------
+
+at::Tensor k_softmax(const KernelArgs& a) { return at::softmax(in0(a), a.ints[0]); }
+at::Tensor k_log_softmax(const KernelArgs& a) { return at::log_softmax(in0(a), a.ints[0]); }
+
+// ---- protocol version 2: reductions -------------------------------------------------
+
+// ints = [keepdim, dims...]; no dims = every dim (at::amax reduces every dim
+// for an empty list).
+at::Tensor k_amax(const KernelArgs& a) {
+  return at::amax(in0(a), shape_arg(a.ints.subspan(1)), a.ints[0] != 0);
+}
+at::Tensor k_amin(const KernelArgs& a) {
+  return at::amin(in0(a), shape_arg(a.ints.subspan(1)), a.ints[0] != 0);
+}
+
+at::Tensor k_argmax(const KernelArgs& a) {
+  const bool keepdim = a.ints[0] != 0;
+  if (a.ints.size() == 1) return at::argmax(in0(a), c10::nullopt, keepdim);
+  return at::argmax(in0(a), a.ints[1], keepdim);
+}
+
+// ---- protocol version 2: joining and shape ------------------------------------------
+
+at::TensorList tensor_list(const KernelArgs& a) {
+  return at::TensorList(a.inputs.data(), a.inputs.size());
+}
+
+at::Tensor k_cat(const KernelArgs& a) { return as_out(at::cat(tensor_list(a), a.ints[0]), a); }
+at::Tensor k_stack(const KernelArgs& a) {
+  return as_out(at::stack(tensor_list(a), a.ints[0]), a);
+}
+at::Tensor k_unsqueeze(const KernelArgs& a) { return at::unsqueeze(in0(a), a.ints[0]); }
+at::Tensor k_squeeze(const KernelArgs& a) {
+  return a.ints.empty() ? at::squeeze(in0(a)) : at::squeeze(in0(a), a.ints[0]);
+}
+at::Tensor k_permute(const KernelArgs& a) { return at::permute(in0(a), shape_arg(a.ints)); }
+at::Tensor k_expand(const KernelArgs& a) { return in0(a).expand(a.out->shape); }
+
+// detach(): a second id for the same tensor (same storage, same metadata).
+// Workers never change a tensor's metadata in place, so sharing the handle is
+// enough, and costs a reference count.
+at::Tensor k_alias(const KernelArgs& a) { return in0(a); }
+
+at::Tensor k_copy_(const KernelArgs& a) {
+  in0(a).copy_(in1(a));
+  return {};
+}
+
+// ---- protocol version 2: indexing ----------------------------------------------------
+
+// LibTorch's CPU kernels check index values and throw c10::Error; its CUDA
+// kernels only assert on the device, which poisons the CUDA context. So off the
+// CPU the range is checked here first (one small reduction and one copy to the
+// host), and an index out of [0, size) fails the op like the CPU check does.
+void check_index_range(const at::Tensor& index, const at::Tensor& self, int64_t dim) {
+  if (index.device().is_cpu() || index.numel() == 0) return;
+  const int64_t size = self.dim() == 0 ? 1 : self.size(dim);
+  const auto [lo, hi] = at::aminmax(index);
+  const at::Tensor range = at::stack({lo.to(at::kLong), hi.to(at::kLong)}).cpu();
+  const int64_t min = range[0].item<int64_t>(), max = range[1].item<int64_t>();
+  if (min < 0 || max >= size) {
+    throw std::out_of_range(gt::detail::cat("index ", min < 0 ? min : max,
+                                            " is out of bounds for dimension ", dim,
+                                            " with size ", size));
+  }
+}
+
+int64_t dim_arg(const KernelArgs& a) {
+  return a.ints[0] < 0 ? a.ints[0] + std::max<int64_t>(in0(a).dim(), 1) : a.ints[0];
+}
+
+at::Tensor k_gather(const KernelArgs& a) {
+  const int64_t dim = dim_arg(a);
+  check_index_range(in1(a), in0(a), dim);
+  return at::gather(in0(a), dim, in1(a));
+}
+
+at::Tensor k_index_select(const KernelArgs& a) {
+  const int64_t dim = dim_arg(a);
+  check_index_range(in1(a), in0(a), dim);
+  return at::index_select(in0(a), dim, in1(a));
+}
+
+at::Tensor k_scatter_add(const KernelArgs& a) {
+  const int64_t dim = dim_arg(a);
+  check_index_range(in1(a), in0(a), dim);
+  return at::scatter_add(in0(a), dim, in1(a), a.inputs[2]);
+}
+
+at::Tensor k_index_add(const KernelArgs& a) {
+  const int64_t dim = dim_arg(a);
+  check_index_range(in1(a), in0(a), dim);
+  return at::index_add(in0(a), dim, in1(a), a.inputs[2]);
+}
+
+at::Tensor k_slice_scatter(const KernelArgs& a) {
+  return at::slice_scatter(in0(a), in1(a), a.ints[0], a.ints[1], a.ints[2], a.ints[3]);
+}
+
 // ---- the table ---------------------------------------------------------------------
 
 // A switch rather than a positional list, so that -Wswitch names an op code
@@ -307,6 +443,46 @@ constexpr Kernel kernel_for(OpCode op) {
     case OpCode::MulInplace: return k_mul_;
     case OpCode::MulScalarInplace: return k_mul_scalar_;
     case OpCode::ZeroInplace: return k_zero_;
+    case OpCode::Rsqrt: return k_rsqrt;
+    case OpCode::Abs: return k_abs;
+    case OpCode::Sign: return k_sign;
+    case OpCode::Pow: return k_pow;
+    case OpCode::PowScalar: return k_pow_scalar;
+    case OpCode::RPowScalar: return k_rpow_scalar;
+    case OpCode::Gelu: return k_gelu;
+    case OpCode::Softmax: return k_softmax;
+    case OpCode::LogSoftmax: return k_log_softmax;
+    case OpCode::Amax: return k_amax;
+    case OpCode::Amin: return k_amin;
+    case OpCode::Argmax: return k_argmax;
+    case OpCode::Lt: return k_lt;
+    case OpCode::Le: return k_le;
+    case OpCode::Gt: return k_gt;
+    case OpCode::Ge: return k_ge;
+    case OpCode::Eq: return k_eq;
+    case OpCode::Ne: return k_ne;
+    case OpCode::LtScalar: return k_lt_scalar;
+    case OpCode::LeScalar: return k_le_scalar;
+    case OpCode::GtScalar: return k_gt_scalar;
+    case OpCode::GeScalar: return k_ge_scalar;
+    case OpCode::EqScalar: return k_eq_scalar;
+    case OpCode::NeScalar: return k_ne_scalar;
+    case OpCode::Where: return k_where;
+    case OpCode::Cat: return k_cat;
+    case OpCode::Stack: return k_stack;
+    case OpCode::Unsqueeze: return k_unsqueeze;
+    case OpCode::Squeeze: return k_squeeze;
+    case OpCode::Permute: return k_permute;
+    case OpCode::Expand: return k_expand;
+    case OpCode::To: return k_to;
+    case OpCode::CopyInplace: return k_copy_;
+    case OpCode::Alias: return k_alias;
+    case OpCode::Gather: return k_gather;
+    case OpCode::IndexSelect: return k_index_select;
+    case OpCode::GeluBackward: return k_gelu_backward;
+    case OpCode::SliceScatter: return k_slice_scatter;
+    case OpCode::ScatterAdd: return k_scatter_add;
+    case OpCode::IndexAdd: return k_index_add;
   }
   return nullptr;
 }
@@ -323,49 +499,97 @@ static_assert(std::find(kKernels.begin(), kKernels.end(), nullptr) == kKernels.e
 
 // ---- supports() probe ---------------------------------------------------------------
 
+// A tiny call of `op` for dtype `t`: tensors of dtype t (indices int64 and
+// conditions bool where the op needs them) and attributes that fit them.
+struct Sample {
+  std::vector<at::Tensor> inputs;
+  std::vector<TensorMeta> metas;
+  std::vector<int64_t> ints;
+  std::vector<double> floats;
+  zmq::message_t frame;
+};
+
+Sample sample_for(const OpInfo& op, DType t, const at::Device& device) {
+  Sample s;
+  auto add = [&](Shape shape, DType dtype) {
+    const auto options = at::TensorOptions().dtype(to_scalar_type(dtype)).device(device);
+    s.inputs.push_back(dtype == DType::Int64 ? at::zeros(shape, options) : at::ones(shape, options));
+    s.metas.push_back({std::move(shape), dtype});
+  };
+  const OpCode code = op.code;
+  switch (code) {
+    case OpCode::Where:
+      add({2, 2}, DType::Bool), add({2, 2}, t), add({2, 2}, t);
+      break;
+    case OpCode::Gather:
+      add({2, 2}, t), add({2, 2}, DType::Int64), s.ints = {1};
+      break;
+    case OpCode::IndexSelect:
+      add({2, 2}, t), add({2}, DType::Int64), s.ints = {0};
+      break;
+    case OpCode::ScatterAdd:
+      add({2, 2}, t), add({2, 2}, DType::Int64), add({2, 2}, t), s.ints = {0};
+      break;
+    case OpCode::IndexAdd:
+      add({2, 2}, t), add({2}, DType::Int64), add({2, 2}, t), s.ints = {0};
+      break;
+    case OpCode::SliceScatter:
+      add({2, 2}, t), add({1, 2}, t), s.ints = {0, 0, 1, 1};
+      break;
+    default:
+      for (int i = 0; i < (op.arity < 0 ? 2 : op.arity); ++i) add({2, 2}, t);
+      break;
+  }
+  switch (op.kind) {
+    case OpKind::Creation:
+      s.ints = {2, 2};
+      if (code == OpCode::Full) s.floats = {1.0};
+      if (code == OpCode::Arange) s.ints.clear(), s.floats = {0.0, 4.0, 1.0};
+      if (code == OpCode::FromData) {
+        s.frame = zmq::message_t(4 * element_size(t));
+        std::memset(s.frame.data(), 0, s.frame.size());
+      }
+      break;
+    case OpKind::Control: s.ints = {1}; break;
+    case OpKind::Reduction: s.ints = {0}; break;
+    case OpKind::Softmax: s.ints = {1}; break;
+    case OpKind::Shape:
+      if (code == OpCode::Transpose || code == OpCode::Permute) {
+        s.ints = {1, 0};
+      } else if (code == OpCode::Slice) {
+        s.ints = {0, 0, 1, 1};
+      } else if (code == OpCode::Cat || code == OpCode::Stack || code == OpCode::Unsqueeze) {
+        s.ints = {0};
+      } else if (code == OpCode::Expand) {
+        s.ints = {3, 2, 2};
+      } else if (code == OpCode::Reshape || code == OpCode::View) {
+        s.ints = {4};
+      }
+      break;
+    default:
+      if (op.max_floats == 1) {  // *_scalar ops: a number of the tensor's kind
+        if (is_floating(t))
+          s.floats = {2.0};
+        else
+          s.ints = {2};
+      }
+      break;
+  }
+  return s;
+}
+
 // Runs `op` once on a tiny sample of dtype `t` and reports whether the op table
 // accepts it and LibTorch computes it with the inferred dtype.
 bool probe(OpCode code, DType t, const at::Device& device) {
   c10::InferenceMode guard;
   const OpInfo& op = op_info(code);
-  const auto type = to_scalar_type(t);
-  std::vector<at::Tensor> inputs;
-  std::vector<TensorMeta> metas;
-  for (int i = 0; i < std::max(op.arity, 0); ++i) {
-    inputs.push_back(at::ones({2, 2}, at::TensorOptions().dtype(type).device(device)));
-    metas.push_back({{2, 2}, t});
+  Sample s;
+  try {
+    s = sample_for(op, t, device);
+  } catch (const std::exception&) {
+    return false;  // e.g. the device cannot hold this dtype
   }
-  std::vector<int64_t> ints;
-  std::vector<double> floats;
-  zmq::message_t frame;
-  switch (op.kind) {
-    case OpKind::Creation:
-      ints = {2, 2};
-      if (code == OpCode::Full) floats = {1.0};
-      if (code == OpCode::Arange) ints.clear(), floats = {0.0, 4.0, 1.0};
-      if (code == OpCode::FromData) frame = zmq::message_t(4 * element_size(t));
-      break;
-    case OpKind::Control: ints = {1}; break;
-    case OpKind::Reduction: ints = {0}; break;
-    case OpKind::Shape:
-      if (code == OpCode::Transpose)
-        ints = {0, 1};
-      else if (code == OpCode::Slice)
-        ints = {0, 0, 1, 1};
-      else
-        ints = {4};
-      break;
-    default:
-      if (op.max_floats == 1) {  // *_scalar ops: a number of the tensor's kind
-        if (is_floating(t))
-          floats = {2.0};
-        else
-          ints = {2};
-      }
-      break;
-  }
-  if (frame.size() > 0) std::memset(frame.data(), 0, frame.size());
-  OpCall call{metas, ints, floats, t};
+  OpCall call{s.metas, s.ints, s.floats, t};
   std::vector<TensorMeta> out;
   try {
     out = infer(op, call);
@@ -373,7 +597,8 @@ bool probe(OpCode code, DType t, const at::Device& device) {
     return false;
   }
   at::Generator gen = make_cpu_generator(0);
-  KernelArgs args{inputs, ints, floats, t, out.empty() ? nullptr : &out[0], &gen, device, &frame};
+  KernelArgs args{s.inputs, s.ints,  s.floats, t, out.empty() ? nullptr : &out[0],
+                  &gen,     device, &s.frame};
   try {
     at::Tensor r = kernel(code)(args);
     if (!out.empty()) return r.defined() && to_dtype(r.scalar_type()) == out[0].dtype;

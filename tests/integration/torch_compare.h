@@ -34,11 +34,13 @@ inline gt::Tensor to_gt(const at::Tensor& t) {
       for (int64_t i = 0; i < c.numel(); ++i) v[i] = c.data_ptr<bool>()[i];
       return gt::tensor(v, shape);
     }
-    default: {
-      // float16/bfloat16: upload as float32 and convert on the worker is not in
-      // this API, so tests only use the types above.
+    case at::kHalf:
+    case at::kBFloat16:
+      // Uploaded as float32 (exact) and converted on the worker.
+      return to_gt(c.to(at::kFloat)).to(c.scalar_type() == at::kHalf ? gt::kFloat16
+                                                                     : gt::kBFloat16);
+    default:
       throw std::invalid_argument("to_gt: unsupported dtype");
-    }
   }
 }
 

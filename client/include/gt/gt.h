@@ -5,9 +5,13 @@
 //   auto x = gt::randn({4, 3});
 //   std::cout << x.matmul(x.transpose(0, 1)).relu() << "\n";
 
+#include <gt/autograd.h>
+#include <gt/data.h>
 #include <gt/dtype.h>
 #include <gt/error.h>
 #include <gt/export.h>
+#include <gt/nn.h>
+#include <gt/optim.h>
 #include <gt/options.h>
 #include <gt/scalar.h>
 #include <gt/session.h>

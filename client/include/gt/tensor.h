@@ -77,8 +77,27 @@ class GT_API Tensor {
   uint64_t id() const;
   /// Whether this handle refers to a tensor.
   bool defined() const { return node_ != nullptr; }
-  /// Whether the tensor was created with requires_grad.
+  /// Whether gradients flow to this tensor: a leaf marked with requires_grad,
+  /// or the result of an op recorded on such tensors.
   bool requires_grad() const;
+
+  // ---- autograd (gt/autograd.h has NoGradGuard) ----
+  /// Marks a leaf as needing gradients (floating dtypes only); returns *this.
+  /// Turning it off on a non-leaf throws std::invalid_argument.
+  Tensor& requires_grad_(bool requires_grad = true);
+  /// True for tensors without recorded history (created, loaded, detached).
+  bool is_leaf() const;
+  /// The gradient accumulated by backward() into a leaf that requires grad;
+  /// undefined until the first backward (and for non-leaves).
+  Tensor grad() const;
+  /// Computes the gradient of this tensor with respect to every leaf that
+  /// requires grad and adds it into their grad(). Without `gradient` the
+  /// tensor must have one element (else std::invalid_argument "grad can be
+  /// implicitly created only for scalar outputs"); otherwise `gradient` has
+  /// this tensor's shape. The work is issued as ordinary ops (asynchronous).
+  /// The graph's saved tensors are freed unless retain_graph; a second
+  /// backward through freed parts throws gt::Error.
+  void backward(const Tensor& gradient = Tensor(), bool retain_graph = false) const;
 
   // ---- operations (asynchronous) ----
   /// Matrix product with torch.matmul's rules (1-D operands, batch broadcasting).
@@ -95,6 +114,22 @@ class GT_API Tensor {
   Tensor sigmoid() const;
   /// Elementwise hyperbolic tangent.
   Tensor tanh() const;
+  /// Elementwise 1 / sqrt(x) (integral and bool tensors give float32).
+  Tensor rsqrt() const;
+  /// Elementwise |x| (not for bool tensors).
+  Tensor abs() const;
+  /// Elementwise -1, 0 or 1 with the tensor's dtype.
+  Tensor sign() const;
+  /// Elementwise x ** exponent (integral tensors reject negative integral exponents).
+  Tensor pow(Scalar exponent) const;
+  /// Elementwise x ** exponent with broadcasting and type promotion.
+  Tensor pow(const Tensor& exponent) const;
+  /// Elementwise GELU (exact erf form; floating tensors).
+  Tensor gelu() const;
+  /// Softmax along `dim` (floating tensors; negative dims count from the end).
+  Tensor softmax(int64_t dim) const;
+  /// Log of softmax along `dim`, computed stably (floating tensors).
+  Tensor log_softmax(int64_t dim) const;
   /// Sum of all elements (0-dim result; int64 for integral and bool tensors).
   Tensor sum() const;
   /// Sum over `dims` (all dims when empty), keeping them as size 1 if keepdim.
@@ -103,15 +138,62 @@ class GT_API Tensor {
   Tensor mean() const;
   /// Mean over `dims` (all dims when empty), keeping them as size 1 if keepdim.
   Tensor mean(const std::vector<int64_t>& dims, bool keepdim = false) const;
+  /// Largest element (0-dim result, the tensor's dtype; torch.amax). Needs numel() > 0.
+  Tensor max() const;
+  /// Largest values over `dims` (all dims when empty), like torch.amax (values only).
+  Tensor max(const std::vector<int64_t>& dims, bool keepdim = false) const;
+  /// Smallest element (0-dim result; torch.amin). Needs numel() > 0.
+  Tensor min() const;
+  /// Smallest values over `dims` (all dims when empty), like torch.amin (values only).
+  Tensor min(const std::vector<int64_t>& dims, bool keepdim = false) const;
+  /// Index of the largest element of the flattened tensor (0-dim int64).
+  Tensor argmax() const;
+  /// Indices of the largest values along `dim` (int64; first one on ties).
+  Tensor argmax(int64_t dim, bool keepdim = false) const;
   /// Same data with a new shape (one extent may be -1).
   Tensor reshape(const Shape& shape) const;
   /// Same data with a new shape (one extent may be -1).
   Tensor view(const Shape& shape) const;
   /// Swaps dims d0 and d1.
   Tensor transpose(int64_t d0, int64_t d1) const;
-  /// Elements start, start+step, ... < end along `dim` (Python slicing rules).
+  /// Elements start, start+step, ... < end along `dim`, with Python's slicing
+  /// rules: negative start/end count from the end, out-of-range bounds clamp,
+  /// step must be positive (slice(0, -3) is the last three rows).
   Tensor slice(int64_t dim, int64_t start,
                int64_t end = std::numeric_limits<int64_t>::max(), int64_t step = 1) const;
+  /// Inserts a size-1 dim at `d` (negative d counts from the end of the result).
+  Tensor unsqueeze(int64_t d) const;
+  /// Removes every size-1 dim.
+  Tensor squeeze() const;
+  /// Removes dim `d` if its size is 1 (otherwise the same shape).
+  Tensor squeeze(int64_t d) const;
+  /// Reorders the dims: result dim i is dim dims[i] of this tensor.
+  Tensor permute(const std::vector<int64_t>& dims) const;
+  /// Transpose of a 2-D tensor (0-D and 1-D tensors come back unchanged).
+  Tensor t() const;
+  /// Merges dims start_dim..end_dim into one (a reshape; 0-D becomes 1-D).
+  Tensor flatten(int64_t start_dim = 0, int64_t end_dim = -1) const;
+  /// Broadcasts to `shape` without copying: -1 keeps a dim, size-1 dims grow,
+  /// new dims may be added in front.
+  Tensor expand(const Shape& shape) const;
+  /// The values converted to `dtype` (this tensor itself when the dtype matches).
+  Tensor to(DType dtype) const;
+  /// A new handle to the same data without autograd history (in-place ops on
+  /// either show in both).
+  Tensor detach() const;
+  /// out[i][j] = this[index[i][j]][j] for dim 0 (and so on): index is int64 with
+  /// this tensor's rank; the result has index's shape.
+  Tensor gather(int64_t dim, const Tensor& index) const;
+  /// The slices at `index` (int32/int64, 0-D or 1-D) along `dim`.
+  Tensor index_select(int64_t dim, const Tensor& index) const;
+  /// A copy with src added at `index` (int64) along `dim` (out-of-place scatter_add_).
+  Tensor scatter_add(int64_t dim, const Tensor& index, const Tensor& src) const;
+  /// A copy with source's slices added at `index` along `dim` (out-of-place index_add_).
+  Tensor index_add(int64_t dim, const Tensor& index, const Tensor& source) const;
+  /// A copy with src written into slice(dim, start, end, step).
+  Tensor slice_scatter(const Tensor& src, int64_t dim, int64_t start,
+                       int64_t end = std::numeric_limits<int64_t>::max(),
+                       int64_t step = 1) const;
 
   // ---- in-place (asynchronous; shape and dtype stay) ----
   /// this += other (broadcast into this tensor's shape).
@@ -128,6 +210,8 @@ class GT_API Tensor {
   Tensor& mul_(Scalar value);
   /// Sets every element to zero.
   Tensor& zero_();
+  /// Copies src into this tensor (src broadcasts to this shape and is cast to this dtype).
+  Tensor& copy_(const Tensor& src);
   /// Same as add_(other).
   Tensor& operator+=(const Tensor& other) { return add_(other); }
   /// Same as add_(value).
@@ -188,6 +272,58 @@ GT_API Tensor operator/(Scalar s, const Tensor& a);
 GT_API Tensor operator-(const Tensor& a);
 /// Same as a.matmul(b).
 GT_API Tensor matmul(const Tensor& a, const Tensor& b);
+/// Same as base.pow(exponent).
+GT_API Tensor pow(const Tensor& base, const Tensor& exponent);
+/// Same as base.pow(exponent).
+GT_API Tensor pow(const Tensor& base, Scalar exponent);
+/// Elementwise base ** exponent for a number base.
+GT_API Tensor pow(Scalar base, const Tensor& exponent);
+
+// ---- comparisons (asynchronous; bool results, broadcasting, operands promoted as in LibTorch) ----
+/// Elementwise a < b.
+GT_API Tensor operator<(const Tensor& a, const Tensor& b);
+/// Elementwise a <= b.
+GT_API Tensor operator<=(const Tensor& a, const Tensor& b);
+/// Elementwise a > b.
+GT_API Tensor operator>(const Tensor& a, const Tensor& b);
+/// Elementwise a >= b.
+GT_API Tensor operator>=(const Tensor& a, const Tensor& b);
+/// Elementwise a == b.
+GT_API Tensor operator==(const Tensor& a, const Tensor& b);
+/// Elementwise a != b.
+GT_API Tensor operator!=(const Tensor& a, const Tensor& b);
+/// Elementwise a < s.
+GT_API Tensor operator<(const Tensor& a, Scalar s);
+/// Elementwise a <= s.
+GT_API Tensor operator<=(const Tensor& a, Scalar s);
+/// Elementwise a > s.
+GT_API Tensor operator>(const Tensor& a, Scalar s);
+/// Elementwise a >= s.
+GT_API Tensor operator>=(const Tensor& a, Scalar s);
+/// Elementwise a == s.
+GT_API Tensor operator==(const Tensor& a, Scalar s);
+/// Elementwise a != s.
+GT_API Tensor operator!=(const Tensor& a, Scalar s);
+/// Elementwise s < a.
+GT_API Tensor operator<(Scalar s, const Tensor& a);
+/// Elementwise s <= a.
+GT_API Tensor operator<=(Scalar s, const Tensor& a);
+/// Elementwise s > a.
+GT_API Tensor operator>(Scalar s, const Tensor& a);
+/// Elementwise s >= a.
+GT_API Tensor operator>=(Scalar s, const Tensor& a);
+/// Elementwise s == a.
+GT_API Tensor operator==(Scalar s, const Tensor& a);
+/// Elementwise s != a.
+GT_API Tensor operator!=(Scalar s, const Tensor& a);
+
+// ---- joining and selection (asynchronous) ----
+/// Joins tensors along an existing dim (the others must match; dtypes promote).
+GT_API Tensor cat(const std::vector<Tensor>& tensors, int64_t dim = 0);
+/// Joins same-shaped tensors along a new dim `dim` (dtypes promote).
+GT_API Tensor stack(const std::vector<Tensor>& tensors, int64_t dim = 0);
+/// Elementwise condition ? a : b (condition bool; all three broadcast; a, b promote).
+GT_API Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b);
 
 /// Prints the values like LibTorch (a sync point), with a footer such as
 /// "[ Float32Type{2,3} ]".

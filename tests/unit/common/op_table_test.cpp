@@ -104,3 +104,226 @@ TEST_CASE("attribute counts and arity are checked", "[op_table][unit]") {
   CHECK_THROWS_WITH(run(OpCode::AddScalar, {f32({2})}, {1}, {1.0}),
                     Catch::Contains("exactly one number"));
 }
+
+// ---- protocol version 2 ops -------------------------------------------------------------
+
+namespace {
+TensorMeta i64(Shape s) { return {std::move(s), kInt64}; }
+TensorMeta of(Shape s, DType t) { return {std::move(s), t}; }
+}  // namespace
+
+TEST_CASE("unary math ops follow torch's dtype rules", "[op_table][unit]") {
+  CHECK(run(OpCode::Rsqrt, {of({3}, kInt64)})[0].dtype == kFloat32);
+  CHECK(run(OpCode::Rsqrt, {of({3}, kBool)})[0].dtype == kFloat32);
+  CHECK(run(OpCode::Rsqrt, {of({3}, kFloat64)})[0].dtype == kFloat64);
+  CHECK(run(OpCode::Abs, {of({3}, kInt32)})[0] == of({3}, kInt32));
+  CHECK_THROWS_WITH(run(OpCode::Abs, {of({3}, kBool)}), Catch::Contains("abs") &&
+                                                            Catch::Contains("bool"));
+  CHECK(run(OpCode::Sign, {of({3}, kBool)})[0].dtype == kBool);
+  CHECK(run(OpCode::Sign, {of({2}, kBFloat16)})[0].dtype == kBFloat16);
+  CHECK(run(OpCode::Gelu, {of({3}, kBFloat16)})[0].dtype == kBFloat16);
+  CHECK_THROWS_WITH(run(OpCode::Gelu, {of({2, 3}, kInt64)}),
+                    Catch::Contains("gelu: expected a floating dtype, got int64") &&
+                        Catch::Contains("(2, 3)"));
+}
+
+TEST_CASE("pow promotes like torch and rejects negative integer powers", "[op_table][unit]") {
+  CHECK(run(OpCode::PowScalar, {of({3}, kInt32)}, {2})[0].dtype == kInt32);
+  CHECK(run(OpCode::PowScalar, {of({3}, kInt32)}, {}, {2.5})[0].dtype == kFloat32);
+  CHECK(run(OpCode::PowScalar, {of({3}, kBool)}, {2})[0].dtype == kInt64);
+  CHECK(run(OpCode::PowScalar, {f32({3})}, {-1})[0].dtype == kFloat32);
+  CHECK_THROWS_WITH(run(OpCode::PowScalar, {of({3}, kInt64)}, {-1}),
+                    Catch::Contains("negative integer powers") && Catch::Contains("(3)"));
+  CHECK_THROWS(run(OpCode::PowScalar, {of({3}, kBool)}, {-2}));
+  CHECK(run(OpCode::Pow, {of({2, 3}, kInt32), of({3}, kInt64)})[0] == of({2, 3}, kInt64));
+  CHECK(run(OpCode::Pow, {of({3}, kBool), of({3}, kInt32)})[0].dtype == kInt32);
+  CHECK(run(OpCode::Pow, {f32({3}), of({}, kFloat64)})[0].dtype == kFloat32);
+  CHECK_THROWS_WITH(run(OpCode::Pow, {of({3}, kBool), of({3}, kBool)}), Catch::Contains("bool"));
+  CHECK(run(OpCode::RPowScalar, {of({3}, kInt32)}, {2})[0].dtype == kInt32);
+  CHECK(run(OpCode::RPowScalar, {of({3}, kBool)}, {2})[0].dtype == kInt64);
+  CHECK(run(OpCode::RPowScalar, {of({3}, kInt32)}, {}, {2.5})[0].dtype == kFloat32);
+  CHECK(run(OpCode::RPowScalar, {of({3}, kFloat16)}, {2})[0].dtype == kFloat16);
+}
+
+TEST_CASE("softmax needs a floating dtype and a valid dim", "[op_table][unit]") {
+  CHECK(run(OpCode::Softmax, {f32({2, 3})}, {-1})[0] == f32({2, 3}));
+  CHECK(run(OpCode::LogSoftmax, {of({}, kFloat64)}, {0})[0] == of({}, kFloat64));
+  CHECK_THROWS_WITH(run(OpCode::Softmax, {f32({2, 3})}, {2}), Catch::Contains("out of range"));
+  CHECK_THROWS_WITH(run(OpCode::LogSoftmax, {of({2}, kInt32)}, {0}),
+                    Catch::Contains("floating"));
+  CHECK_THROWS(run(OpCode::Softmax, {f32({2})}, {}));
+}
+
+TEST_CASE("amax, amin and argmax shapes, dtypes and empty inputs", "[op_table][unit]") {
+  CHECK(run(OpCode::Amax, {of({2, 3}, kInt32)}, {0})[0] == of({}, kInt32));
+  CHECK(run(OpCode::Amin, {of({2, 3, 4}, kBool)}, {1, -1, 0})[0] == of({1, 3, 1}, kBool));
+  CHECK(run(OpCode::Amax, {f32({2, 3})}, {1})[0].shape == Shape{1, 1});
+  CHECK(run(OpCode::Amax, {f32({0, 3})}, {0, 1})[0].shape == Shape{0});
+  CHECK_THROWS_WITH(run(OpCode::Amax, {f32({0, 3})}, {0}),
+                    Catch::Contains("non-empty") && Catch::Contains("(0, 3)"));
+  CHECK_THROWS_WITH(run(OpCode::Amin, {f32({0, 3})}, {0, 0}),
+                    Catch::Contains("reduction dim 0 to have non-zero size"));
+  CHECK_THROWS_WITH(run(OpCode::Amax, {f32({2, 3})}, {0, 1, 1}),
+                    Catch::Contains("more than once"));
+  CHECK(run(OpCode::Argmax, {f32({2, 3})}, {0})[0] == i64({}));
+  CHECK(run(OpCode::Argmax, {f32({2, 3})}, {1})[0] == i64({1, 1}));
+  CHECK(run(OpCode::Argmax, {of({2, 3}, kInt32)}, {0, -1})[0] == i64({2}));
+  CHECK(run(OpCode::Argmax, {f32({2, 3})}, {1, 0})[0] == i64({1, 3}));
+  CHECK(run(OpCode::Argmax, {f32({})}, {0, 0})[0] == i64({}));
+  CHECK(run(OpCode::Argmax, {f32({0, 3})}, {0, 1})[0] == i64({0}));
+  CHECK_THROWS_WITH(run(OpCode::Argmax, {f32({0, 3})}, {0, 0}), Catch::Contains("non-zero size"));
+  CHECK_THROWS_WITH(run(OpCode::Argmax, {f32({0})}, {0}), Catch::Contains("non-empty"));
+  CHECK_THROWS_WITH(run(OpCode::Argmax, {of({3}, kBool)}, {0}), Catch::Contains("bool"));
+  CHECK_THROWS_WITH(run(OpCode::Argmax, {f32({2, 3})}, {0, 2}), Catch::Contains("out of range"));
+}
+
+TEST_CASE("comparisons give bool and broadcast", "[op_table][unit]") {
+  for (OpCode code : {OpCode::Lt, OpCode::Le, OpCode::Gt, OpCode::Ge, OpCode::Eq, OpCode::Ne}) {
+    CHECK(run(code, {of({4, 1}, kInt32), f32({3})})[0] == of({4, 3}, kBool));
+  }
+  for (OpCode code : {OpCode::LtScalar, OpCode::LeScalar, OpCode::GtScalar, OpCode::GeScalar,
+                      OpCode::EqScalar, OpCode::NeScalar}) {
+    CHECK(run(code, {of({2}, kBool)}, {}, {0.5})[0] == of({2}, kBool));
+  }
+  CHECK_THROWS_WITH(run(OpCode::Lt, {f32({2, 3}), f32({4})}),
+                    Catch::Contains("lt") && Catch::Contains("(2, 3)") && Catch::Contains("(4)"));
+  CHECK_THROWS_WITH(run(OpCode::EqScalar, {f32({2})}), Catch::Contains("exactly one number"));
+}
+
+TEST_CASE("where needs a bool condition, broadcasts three ways and promotes", "[op_table][unit]") {
+  const TensorMeta cond{{3, 1}, kBool};
+  CHECK(run(OpCode::Where, {cond, f32({4}), of({}, kFloat64)})[0] == f32({3, 4}));
+  CHECK(run(OpCode::Where, {cond, of({1}, kInt32), of({}, kFloat64)})[0] == of({3, 1}, kFloat64));
+  CHECK(run(OpCode::Where, {cond, of({1}, kFloat16), of({1}, kBFloat16)})[0].dtype == kFloat32);
+  CHECK_THROWS_WITH(run(OpCode::Where, {of({3}, kInt32), f32({3}), f32({3})}),
+                    Catch::Contains("condition to be a bool tensor, got int32"));
+  CHECK_THROWS_WITH(run(OpCode::Where, {cond, f32({2}), f32({4})}),
+                    Catch::Contains("condition (3, 1), self (2), other (4)"));
+  CHECK_THROWS_WITH(run(OpCode::Where, {cond, f32({3})}), Catch::Contains("expected 3 tensor inputs"));
+}
+
+TEST_CASE("cat and stack follow torch's shape and promotion rules", "[op_table][unit]") {
+  CHECK(run(OpCode::Cat, {f32({2, 3}), f32({4, 3}), of({1, 3}, kFloat64)}, {0})[0] ==
+        of({7, 3}, kFloat64));
+  CHECK(run(OpCode::Cat, {f32({2, 3}), f32({2, 1})}, {-1})[0] == f32({2, 4}));
+  CHECK(run(OpCode::Cat, {of({2}, kInt32), of({2}, kBool)}, {0})[0] == of({4}, kInt32));
+  // 1-D empty tensors are skipped by the shape checks but join the promotion
+  CHECK(run(OpCode::Cat, {of({0}, kFloat64), f32({2, 3})}, {1})[0] == of({2, 3}, kFloat64));
+  CHECK(run(OpCode::Cat, {f32({0}), f32({0})}, {0})[0] == f32({0}));
+  CHECK_THROWS_WITH(run(OpCode::Cat, {f32({2, 3}), f32({2, 4})}, {0}),
+                    Catch::Contains("except in dimension 0") && Catch::Contains("(2, 4)"));
+  CHECK_THROWS_WITH(run(OpCode::Cat, {f32({2, 3}), f32({3})}, {0}),
+                    Catch::Contains("same number of dimensions"));
+  CHECK_THROWS_WITH(run(OpCode::Cat, {f32({}), f32({})}, {0}), Catch::Contains("zero-dimensional"));
+  CHECK_THROWS_WITH(run(OpCode::Cat, {}, {0}), Catch::Contains("1 to 1024 tensor inputs, got 0"));
+  CHECK_THROWS_WITH(run(OpCode::Cat, std::vector<TensorMeta>(kMaxInputs + 1, f32({1})), {0}),
+                    Catch::Contains("got 1025"));
+  CHECK(run(OpCode::Stack, {f32({2, 3}), of({2, 3}, kFloat64)}, {0})[0] == of({2, 2, 3}, kFloat64));
+  CHECK(run(OpCode::Stack, {f32({2, 3}), f32({2, 3}), f32({2, 3})}, {-1})[0] == f32({2, 3, 3}));
+  CHECK(run(OpCode::Stack, {of({}, kInt64), f32({})}, {0})[0] == f32({2}));
+  CHECK_THROWS_WITH(run(OpCode::Stack, {f32({2, 3}), f32({3, 2})}, {0}),
+                    Catch::Contains("(2, 3) at entry 0 and (3, 2) at entry 1"));
+  CHECK_THROWS_WITH(run(OpCode::Stack, {f32({2, 3})}, {3}), Catch::Contains("out of range"));
+}
+
+TEST_CASE("unsqueeze, squeeze, permute and expand shapes", "[op_table][unit]") {
+  CHECK(run(OpCode::Unsqueeze, {f32({2, 3})}, {-1})[0].shape == Shape{2, 3, 1});
+  CHECK(run(OpCode::Unsqueeze, {f32({})}, {0})[0].shape == Shape{1});
+  CHECK_THROWS_WITH(run(OpCode::Unsqueeze, {f32({2, 3})}, {3}), Catch::Contains("out of range"));
+  CHECK(run(OpCode::Squeeze, {f32({1, 2, 1})})[0].shape == Shape{2});
+  CHECK(run(OpCode::Squeeze, {f32({1, 2, 1})}, {-1})[0].shape == Shape{1, 2});
+  CHECK(run(OpCode::Squeeze, {f32({1, 2, 1})}, {1})[0].shape == Shape{1, 2, 1});
+  CHECK(run(OpCode::Squeeze, {f32({})}, {0})[0].shape == Shape{});
+  CHECK(run(OpCode::Permute, {f32({2, 3, 4})}, {-1, 0, 1})[0].shape == Shape{4, 2, 3});
+  CHECK(run(OpCode::Permute, {f32({})}, {})[0].shape == Shape{});
+  CHECK_THROWS_WITH(run(OpCode::Permute, {f32({2, 3})}, {0}),
+                    Catch::Contains("has 1 dims but the tensor of shape (2, 3) has 2"));
+  CHECK_THROWS_WITH(run(OpCode::Permute, {f32({2, 3})}, {1, -1}),
+                    Catch::Contains("more than once"));
+  CHECK(run(OpCode::Expand, {f32({3, 1})}, {2, -1, 4})[0].shape == Shape{2, 3, 4});
+  CHECK(run(OpCode::Expand, {f32({})}, {5})[0].shape == Shape{5});
+  CHECK(run(OpCode::Expand, {f32({1})}, {0})[0].shape == Shape{0});
+  CHECK_THROWS_WITH(run(OpCode::Expand, {f32({2, 3})}, {2, 4}),
+                    Catch::Contains("expanded size 4 must match the existing size 3") &&
+                        Catch::Contains("(2, 4)") && Catch::Contains("(2, 3)"));
+  CHECK_THROWS_WITH(run(OpCode::Expand, {f32({3, 1})}, {-1, 3, 4}),
+                    Catch::Contains("leading, non-existing dimension 0"));
+  CHECK_THROWS_WITH(run(OpCode::Expand, {f32({2, 3})}, {3}), Catch::Contains("fewer dims"));
+  CHECK_THROWS(run(OpCode::Expand, {f32({1})}, {-2}));
+}
+
+TEST_CASE("to, copy_ and alias keep shapes; to takes the instruction dtype", "[op_table][unit]") {
+  CHECK(run(OpCode::To, {f32({2, 3})}, {}, {}, kBFloat16)[0] == of({2, 3}, kBFloat16));
+  CHECK(run(OpCode::To, {of({2}, kBool)}, {}, {}, kFloat64)[0] == of({2}, kFloat64));
+  CHECK(run(OpCode::Alias, {of({2}, kInt32)})[0] == of({2}, kInt32));
+  CHECK(run(OpCode::CopyInplace, {of({2, 3}, kBool), f32({3})}).empty());
+  CHECK(run(OpCode::CopyInplace, {f32({2, 3}), f32({})}).empty());
+  CHECK_THROWS_WITH(run(OpCode::CopyInplace, {f32({3}), f32({2, 3})}),
+                    Catch::Contains("source shape (2, 3) cannot be broadcast to the tensor's "
+                                    "shape (3)"));
+  CHECK_THROWS(run(OpCode::CopyInplace, {f32({2, 3}), f32({2})}));
+}
+
+TEST_CASE("gather and index_select check index dtype and shapes", "[op_table][unit]") {
+  CHECK(run(OpCode::Gather, {f32({2, 3}), i64({2, 5})}, {1})[0] == f32({2, 5}));
+  CHECK(run(OpCode::Gather, {of({2, 3}, kInt32), i64({1, 2})}, {-2})[0] == of({1, 2}, kInt32));
+  CHECK(run(OpCode::Gather, {f32({}), i64({})}, {0})[0] == f32({}));
+  CHECK(run(OpCode::Gather, {f32({2, 3}), i64({0})}, {1})[0] == f32({0}));  // empty: no checks
+  CHECK_THROWS_WITH(run(OpCode::Gather, {f32({2, 3}), of({2, 2}, kInt32)}, {1}),
+                    Catch::Contains("expected dtype int64 for index, got int32"));
+  CHECK_THROWS_WITH(run(OpCode::Gather, {f32({2, 3}), i64({3, 2})}, {1}),
+                    Catch::Contains("index (3, 2) must be no larger than self (2, 3)"));
+  CHECK_THROWS_WITH(run(OpCode::Gather, {f32({2, 3}), i64({2})}, {1}),
+                    Catch::Contains("same number of dimensions"));
+  CHECK_THROWS_WITH(run(OpCode::Gather, {f32({2, 3}), i64({2, 2})}, {2}),
+                    Catch::Contains("out of range"));
+  CHECK(run(OpCode::IndexSelect, {f32({2, 3}), i64({4})}, {1})[0] == f32({2, 4}));
+  CHECK(run(OpCode::IndexSelect, {f32({2, 3}), of({}, kInt32)}, {-1})[0] == f32({2, 1}));
+  CHECK(run(OpCode::IndexSelect, {f32({}), i64({1})}, {0})[0] == f32({}));
+  CHECK_THROWS_WITH(run(OpCode::IndexSelect, {f32({2, 3}), f32({2})}, {1}),
+                    Catch::Contains("expected dtype int32 or int64 for index, got float32"));
+  CHECK_THROWS_WITH(run(OpCode::IndexSelect, {f32({2, 3}), i64({2, 2})}, {1}),
+                    Catch::Contains("index must be a vector") && Catch::Contains("(2, 2)"));
+}
+
+TEST_CASE("backward helper ops: gelu_backward, slice_scatter, scatter_add, index_add",
+          "[op_table][unit]") {
+  CHECK(run(OpCode::GeluBackward, {f32({2, 3}), f32({2, 3})})[0] == f32({2, 3}));
+  CHECK(run(OpCode::GeluBackward, {f32({2}), of({2}, kFloat64)})[0].dtype == kFloat64);
+  CHECK_THROWS_WITH(run(OpCode::GeluBackward, {f32({3}), f32({2, 3})}),
+                    Catch::Contains("same shape: grad (3), self (2, 3)"));
+  CHECK_THROWS_WITH(run(OpCode::GeluBackward, {of({3}, kInt32), of({3}, kInt32)}),
+                    Catch::Contains("floating"));
+
+  CHECK(run(OpCode::SliceScatter, {f32({2, 10}), of({2, 3}, kInt32)}, {1, 1, 8, 3})[0] ==
+        f32({2, 10}));
+  CHECK(run(OpCode::SliceScatter, {f32({10}), f32({7})}, {0, -8, -1, 1})[0] == f32({10}));
+  CHECK_THROWS_WITH(run(OpCode::SliceScatter, {f32({2, 3}), f32({2, 3})}, {1, 0, 2, 1}),
+                    Catch::Contains("src (2, 3), slice (2, 2) of (2, 3)"));
+  CHECK_THROWS_WITH(run(OpCode::SliceScatter, {f32({}), f32({})}, {0, 0, 1, 1}),
+                    Catch::Contains("0-dim"));
+
+  CHECK(run(OpCode::ScatterAdd, {f32({2, 3}), i64({2, 2}), f32({2, 4})}, {1})[0] == f32({2, 3}));
+  CHECK(run(OpCode::ScatterAdd, {of({2, 3}, kBool), i64({0}), of({1}, kBool)}, {1})[0] ==
+        of({2, 3}, kBool));
+  CHECK_THROWS_WITH(run(OpCode::ScatterAdd, {f32({2, 3}), i64({2, 2}), of({2, 2}, kFloat64)}, {1}),
+                    Catch::Contains("src to have self's dtype"));
+  CHECK_THROWS_WITH(run(OpCode::ScatterAdd, {f32({2, 3}), of({2, 2}, kInt32), f32({2, 2})}, {1}),
+                    Catch::Contains("int64 for index"));
+  CHECK_THROWS_WITH(run(OpCode::ScatterAdd, {f32({2, 3}), i64({2, 2}), f32({2, 1})}, {1}),
+                    Catch::Contains("no larger than src (2, 1)"));
+  CHECK_THROWS_WITH(run(OpCode::ScatterAdd, {f32({2, 3}), i64({3, 2}), f32({3, 2})}, {1}),
+                    Catch::Contains("no larger than self (2, 3)"));
+
+  CHECK(run(OpCode::IndexAdd, {f32({2, 3}), i64({4}), f32({2, 4})}, {1})[0] == f32({2, 3}));
+  CHECK(run(OpCode::IndexAdd, {f32({3}), i64({}), f32({})}, {0})[0] == f32({3}));
+  CHECK(run(OpCode::IndexAdd, {f32({2, 3}), of({2}, kInt32), f32({2, 2})}, {-1})[0] == f32({2, 3}));
+  CHECK_THROWS_WITH(run(OpCode::IndexAdd, {f32({2, 3}), i64({3}), f32({2, 2})}, {1}),
+                    Catch::Contains("number of indices (3) must equal source.size(1) (2)"));
+  CHECK_THROWS_WITH(run(OpCode::IndexAdd, {f32({2, 3}), i64({2}), f32({3, 2})}, {1}),
+                    Catch::Contains("source must match self apart from dimension 1"));
+  CHECK_THROWS_WITH(run(OpCode::IndexAdd, {f32({2, 3}), i64({2}), of({2, 2}, kFloat64)}, {1}),
+                    Catch::Contains("source to have self's dtype"));
+  CHECK_THROWS_WITH(run(OpCode::IndexAdd, {f32({2, 3}), i64({1, 2}), f32({2, 2})}, {1}),
+                    Catch::Contains("vector"));
+}
