@@ -198,7 +198,10 @@ void record_inplace(OpCode code, const Tensor& self, const Tensor* other,
   const std::string_view op = op_info(code).name;
   const bool other_requires_grad = other && other->node()->requires_grad();
   const BackwardRule& rule = backward_rule(code);
-  if (t_grad_enabled && (s.requires_grad() || other_requires_grad) && rule.differentiable) {
+  // As for out-of-place ops, only floating results carry history (a copy_ of
+  // a float into an int tensor truncates: no gradient flows back).
+  if (t_grad_enabled && is_floating(s.meta().dtype) && (s.requires_grad() || other_requires_grad) &&
+      rule.differentiable) {
     std::shared_ptr<GradFn> old_fn = A::grad_fn(s);
     GT_CHECK(old_fn || !s.requires_grad(), "[client.", op,
              "] a leaf tensor that requires grad is being used in an in-place operation; "

@@ -37,7 +37,9 @@ Tensor Module::register_parameter(std::string name, Tensor tensor, bool requires
   for (const auto& [n, _] : children_) taken |= n == name;
   check_name(*this, name, "parameter", taken);
   GT_CHECK(tensor.defined(), "[nn.", name_, "] parameter '", name, "' is undefined");
-  if (requires_grad && !tensor.requires_grad()) tensor.requires_grad_(true);
+  // As in LibTorch, the flag is set either way (a frozen parameter stops
+  // requiring grad even if the tensor did).
+  if (tensor.requires_grad() != requires_grad) tensor.requires_grad_(requires_grad);
   parameters_.emplace_back(std::move(name), tensor);
   return tensor;
 }

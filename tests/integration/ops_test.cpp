@@ -17,15 +17,6 @@ using gt::test::to_gt;
 
 namespace {
 
-// One cluster per test process (ctest runs each test case in its own process).
-void ensure_connected() {
-  static std::unique_ptr<gt::test::TestCluster> cluster;
-  if (!cluster) {
-    cluster = std::make_unique<gt::test::TestCluster>(1);
-    gt::connect(cluster->endpoint());
-  }
-}
-
 struct OpCase {
   std::string name;
   std::vector<at::Tensor> inputs;
@@ -152,7 +143,7 @@ std::vector<OpCase> op_cases() {
 }  // namespace
 
 TEST_CASE("every op matches LibTorch computed locally", "[ops][integration]") {
-  ensure_connected();
+  gt::test::connect_shared_cluster();
   for (auto& c : op_cases()) {
     INFO("case: " << c.name);
     std::vector<gt::Tensor> g;
@@ -168,7 +159,7 @@ TEST_CASE("every op matches LibTorch computed locally", "[ops][integration]") {
 }
 
 TEST_CASE("creation ops match LibTorch", "[ops][integration]") {
-  ensure_connected();
+  gt::test::connect_shared_cluster();
   CHECK(gt::zeros({2, 3}).to_vector<float>() == std::vector<float>(6, 0.f));
   CHECK(gt::ones({4}, gt::kInt64).to_vector<int64_t>() == std::vector<int64_t>(4, 1));
   CHECK(gt::ones({4}, gt::kInt64).dtype() == gt::kInt64);
@@ -187,7 +178,7 @@ TEST_CASE("creation ops match LibTorch", "[ops][integration]") {
 }
 
 TEST_CASE("randn and rand with manual_seed match LibTorch's generator", "[ops][integration]") {
-  ensure_connected();
+  gt::test::connect_shared_cluster();
   gt::manual_seed(42);
   auto x = gt::randn({3, 4});
   auto u = gt::rand({5}, gt::kFloat64);
@@ -202,7 +193,7 @@ TEST_CASE("randn and rand with manual_seed match LibTorch's generator", "[ops][i
 }
 
 TEST_CASE("a training-style loop pipelines and stays correct", "[ops][integration]") {
-  ensure_connected();
+  gt::test::connect_shared_cluster();
   at::manual_seed(7);
   const at::Tensor w0 = at::randn({8, 4}), xs = at::randn({16, 8});
   gt::Tensor w = to_gt(w0), x = to_gt(xs);
@@ -218,7 +209,7 @@ TEST_CASE("a training-style loop pipelines and stays correct", "[ops][integratio
 }
 
 TEST_CASE("printing looks like LibTorch's", "[ops][integration]") {
-  ensure_connected();
+  gt::test::connect_shared_cluster();
   std::ostringstream out;
   out << gt::tensor(std::vector<float>{1, 2, 3, 4, 5, 6}, {2, 3});
   const std::string s = out.str();

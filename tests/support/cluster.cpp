@@ -7,9 +7,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+
+#include <gt/session.h>
 
 namespace gt::test {
 namespace {
@@ -24,6 +27,16 @@ std::string read_file(const std::string& path) {
 }  // namespace
 
 std::string gt_executable() { return GT_TEST_EXECUTABLE; }
+
+void connect_shared_cluster() {
+  // Destroyed at exit after the session's shutdown (registered later, so run
+  // earlier), which says Bye while the dispatcher is still there.
+  static std::unique_ptr<TestCluster> cluster;
+  if (!cluster) {
+    cluster = std::make_unique<TestCluster>(1);
+    gt::connect(cluster->endpoint());
+  }
+}
 
 TestCluster::TestCluster(int workers, std::map<std::string, std::string> env)
     : env_(std::move(env)) {

@@ -17,6 +17,12 @@ namespace gt::test {
 /// Path of the built `gt` executable.
 std::string gt_executable();
 
+/// Starts one single-worker TestCluster for the whole test process (on the
+/// first call) and connects the process's gt session to it. Test files that
+/// share a cluster call this at the start of each case, so cases from several
+/// files can also run in one process.
+void connect_shared_cluster();
+
 class TestCluster {
  public:
   /// Starts a dispatcher and `workers` workers. `env` is added to the

@@ -66,8 +66,8 @@ class GT_API Module {
   /// Whether the module is in training mode (the default).
   bool is_training() const { return training_; }
 
-  /// Adds a parameter; it becomes a leaf that requires grad (unless
-  /// requires_grad is false). Returns the stored handle.
+  /// Adds a parameter and sets its requires_grad flag to `requires_grad`, as
+  /// LibTorch does. Returns the stored handle.
   Tensor register_parameter(std::string name, Tensor tensor, bool requires_grad = true);
   /// Adds a child module (any holder such as gt::nn::Linear, or a shared_ptr).
   template <typename M>

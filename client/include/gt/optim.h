@@ -105,10 +105,21 @@ class GT_API AdamOptions {
   bool amsgrad_ = false;
 };
 
-/// AdamW's options: AdamOptions with weight_decay 1e-2 by default.
+/// AdamW's options: AdamOptions with weight_decay 1e-2 by default. The
+/// setters return AdamWOptions&, so that a chain still converts to AdamW.
 class GT_API AdamWOptions : public AdamOptions {
  public:
   explicit AdamWOptions(double lr = 1e-3) : AdamOptions(lr) { weight_decay_ = 1e-2; }
+  using AdamOptions::lr;
+  using AdamOptions::betas;
+  using AdamOptions::eps;
+  using AdamOptions::weight_decay;
+  using AdamOptions::amsgrad;
+  AdamWOptions& lr(double v) { lr_ = v; return *this; }
+  AdamWOptions& betas(std::pair<double, double> v) { betas_ = v; return *this; }
+  AdamWOptions& eps(double v) { eps_ = v; return *this; }
+  AdamWOptions& weight_decay(double v) { weight_decay_ = v; return *this; }
+  AdamWOptions& amsgrad(bool v) { amsgrad_ = v; return *this; }
 };
 
 /// Adam (L2 weight decay added to the gradient). Bad options (negative lr or
