@@ -192,15 +192,16 @@ void record_op(OpCode code, std::span<const Tensor* const> inputs, const Tensor&
   A::set_history(out, std::move(fn));
 }
 
-void record_inplace(OpCode code, const Tensor& self, const Tensor* other,
+void record_inplace(OpCode code, const Tensor& self, std::span<const Tensor* const> others,
                     std::span<const int64_t> ints, std::span<const double> floats) {
   TensorNode& s = *self.node();
   const std::string_view op = op_info(code).name;
-  const bool other_requires_grad = other && other->node()->requires_grad();
+  bool others_require_grad = false;
+  for (const Tensor* o : others) others_require_grad |= o->node()->requires_grad();
   const BackwardRule& rule = backward_rule(code);
   // As for out-of-place ops, only floating results carry history (a copy_ of
   // a float into an int tensor truncates: no gradient flows back).
-  if (t_grad_enabled && is_floating(s.meta().dtype) && (s.requires_grad() || other_requires_grad) &&
+  if (t_grad_enabled && is_floating(s.meta().dtype) && (s.requires_grad() || others_require_grad) &&
       rule.differentiable) {
     std::shared_ptr<GradFn> old_fn = A::grad_fn(s);
     GT_CHECK(old_fn || !s.requires_grad(), "[client.", op,
@@ -214,22 +215,30 @@ void record_inplace(OpCode code, const Tensor& self, const Tensor* other,
     std::shared_ptr<GradFn> fn = new_grad_fn(code, ints, floats);
     fn->inputs.push_back(s.meta());
     fn->next.push_back(edge_of(self.node()));
-    if (other) {
-      fn->inputs.push_back(other->node()->meta());
-      fn->next.push_back(edge_of(other->node()));
+    for (const Tensor* o : others) {
+      fn->inputs.push_back(o->node()->meta());
+      fn->next.push_back(edge_of(o->node()));
     }
     fn->output = s.meta();
     fn->saved_inputs.resize(fn->inputs.size());
     const SaveMask mask = rule.save ? rule.save(needs_mask(fn->next)) : kSaveNothing;
-    const bool other_is_self = other && other->node() == self.node();
-    if ((mask & 1u) || ((mask & 2u) && other_is_self)) {
-      // The op overwrites self: keep a copy of its current value.
+    // The op overwrites self: a saved self (or an operand that is self) is a
+    // copy of its current value.
+    bool saves_self = mask & 1u;
+    for (size_t i = 0; i < others.size(); ++i) {
+      saves_self |= (mask & (2u << i)) && others[i]->node() == self.node();
+    }
+    if (saves_self) {
       NoGradGuard no_grad;
       Tensor before = self * 1;
       fn->saved_inputs[0] = save(before.node());
-      if (other_is_self) fn->saved_inputs[1] = fn->saved_inputs[0];
     }
-    if ((mask & 2u) && !other_is_self) fn->saved_inputs[1] = save(other->node());
+    for (size_t i = 0; i < others.size(); ++i) {
+      if (!(mask & (2u << i))) continue;
+      fn->saved_inputs[i + 1] =
+          others[i]->node() == self.node() ? fn->saved_inputs[0] : save(others[i]->node());
+    }
+    if (!(mask & 1u)) fn->saved_inputs[0] = SavedTensor{};
     A::set_history(s, std::move(fn));
   }
   if (auto c = A::counter(s)) c->version.fetch_add(1, std::memory_order_acq_rel);

@@ -389,6 +389,60 @@ void index_add_backward(Ctx& c) {
 
 // ---- in-place (inputs: self before the op, other) ----
 
+// add_/sub_ with alpha (none = 1): self + alpha * other.
+Scalar alpha_of(const Ctx& c) {
+  return c.ints().empty() && c.floats().empty() ? Scalar(int64_t{1}) : c.scalar();
+}
+
+// g * alpha * sign, without a multiplication where it is the identity.
+Tensor scaled(const Tensor& g, Scalar alpha, int sign) {
+  if (alpha.is_integral() && alpha.to_int() == 1) return sign > 0 ? g : -g;
+  return g * (alpha.is_integral() ? Scalar(sign * alpha.to_int()) : Scalar(sign * alpha.to_double()));
+}
+
+void add_inplace_backward(Ctx& c) {
+  if (c.needs(0)) c.grads[0] = c.grad();
+  if (c.needs(1)) c.grads[1] = sum_to(scaled(c.grad(), alpha_of(c), 1), c.input(1).shape);
+}
+
+void sub_inplace_backward(Ctx& c) {
+  if (c.needs(0)) c.grads[0] = c.grad();
+  if (c.needs(1)) c.grads[1] = sum_to(scaled(c.grad(), alpha_of(c), -1), c.input(1).shape);
+}
+
+// addcmul_: self + v * t1 * t2.
+SaveMask save_addcmul(uint32_t needs) {
+  SaveMask m = 0;
+  if (needs & 2u) m |= 4u;  // d/dt1 needs t2
+  if (needs & 4u) m |= 2u;  // d/dt2 needs t1
+  return m;
+}
+
+void addcmul_backward(Ctx& c) {
+  const Tensor gv = c.grad() * c.scalar();
+  if (c.needs(0)) c.grads[0] = c.grad();
+  if (c.needs(1)) c.grads[1] = sum_to(gv * c.saved_input(2), c.input(1).shape);
+  if (c.needs(2)) c.grads[2] = sum_to(gv * c.saved_input(1), c.input(2).shape);
+}
+
+// addcdiv_: self + v * t1 / t2.
+SaveMask save_addcdiv(uint32_t needs) {
+  SaveMask m = 0;
+  if (needs & 2u) m |= 4u;       // d/dt1 = v / t2
+  if (needs & 4u) m |= 2u | 4u;  // d/dt2 = -v * t1 / t2^2
+  return m;
+}
+
+void addcdiv_backward(Ctx& c) {
+  const Tensor gv = c.grad() * c.scalar();
+  if (c.needs(0)) c.grads[0] = c.grad();
+  if (c.needs(1)) c.grads[1] = sum_to(gv / c.saved_input(2), c.input(1).shape);
+  if (c.needs(2)) {
+    const Tensor t2 = c.saved_input(2);
+    c.grads[2] = sum_to(-gv * c.saved_input(1) / (t2 * t2), c.input(2).shape);
+  }
+}
+
 void mul_inplace_backward(Ctx& c) {
   if (c.needs(0)) c.grads[0] = c.grad() * c.saved_input(1);
   if (c.needs(1)) c.grads[1] = sum_to(c.grad() * c.saved_input(0), c.input(1).shape);
@@ -446,9 +500,9 @@ constexpr BackwardRule kRules[] = {
     rule(OpCode::View, nullptr, reshape_backward),
     rule(OpCode::Transpose, nullptr, transpose_backward),
     rule(OpCode::Slice, nullptr, slice_backward),
-    rule(OpCode::AddInplace, nullptr, add_backward),
+    rule(OpCode::AddInplace, nullptr, add_inplace_backward),
     rule(OpCode::AddScalarInplace, nullptr, identity_backward),
-    rule(OpCode::SubInplace, nullptr, sub_backward),
+    rule(OpCode::SubInplace, nullptr, sub_inplace_backward),
     rule(OpCode::SubScalarInplace, nullptr, identity_backward),
     rule(OpCode::MulInplace, save_other, mul_inplace_backward),
     rule(OpCode::MulScalarInplace, nullptr, mul_scalar_backward),
@@ -493,6 +547,8 @@ constexpr BackwardRule kRules[] = {
     rule(OpCode::SliceScatter, nullptr, slice_scatter_backward),
     rule(OpCode::ScatterAdd, save_input1, scatter_add_backward),
     rule(OpCode::IndexAdd, save_input1, index_add_backward),
+    rule(OpCode::AddcmulInplace, save_addcmul, addcmul_backward),
+    rule(OpCode::AddcdivInplace, save_addcdiv, addcdiv_backward),
 };
 
 static_assert(std::size(kRules) == kNumOps, "one backward rule row per OpCode");

@@ -1,7 +1,8 @@
 // gt::optim: the update rules of LibTorch 1.13 (torch/csrc/api/src/optim/),
-// written with gt's in-place ops so that they run on the workers. Where
-// LibTorch uses add_(t, alpha) or addcmul_/addcdiv_, the products are formed
-// in the same order (alpha * t first) so that float32 results agree.
+// written with the same in-place ops (add_ with alpha, addcmul_, addcdiv_) so
+// that they run on the workers, allocate no more temporaries than LibTorch
+// does, and give the same float32 results. Where LibTorch uses an
+// out-of-place add with alpha, the product is formed first (alpha * t).
 
 #include <gt/optim.h>
 
@@ -54,11 +55,11 @@ void SGD::step() {
         buf = d_p * 1;  // a private copy: the buffer is updated in place
       } else {
         buf.mul_(o.momentum());
-        buf.add_(o.dampening() == 0 ? d_p : d_p * (1 - o.dampening()));
+        buf.add_(d_p, 1 - o.dampening());
       }
       d_p = o.nesterov() ? d_p + buf * o.momentum() : buf;
     }
-    p.add_(d_p * -o.lr());
+    p.add_(d_p, -o.lr());
   }
 }
 
@@ -107,9 +108,9 @@ void Adam::step() {
       }
     }
     s.exp_avg.mul_(beta1);
-    s.exp_avg.add_(grad * (1 - beta1));
+    s.exp_avg.add_(grad, 1 - beta1);
     s.exp_avg_sq.mul_(beta2);
-    s.exp_avg_sq.add_(grad * (1 - beta2) * grad);  // addcmul_: value * t1 * t2
+    s.exp_avg_sq.addcmul_(grad, grad, 1 - beta2);
     Tensor second = s.exp_avg_sq;
     if (o.amsgrad()) {
       // The state is private to the optimizer, so it can be replaced.
@@ -117,9 +118,10 @@ void Adam::step() {
                                    s.exp_avg_sq);
       second = s.max_exp_avg_sq;
     }
-    const Tensor denom = second.sqrt() / std::sqrt(bias_correction2) + o.eps();
+    Tensor denom = second.sqrt() / std::sqrt(bias_correction2);
+    denom.add_(o.eps());  // a fresh temporary: updated in place, as LibTorch does
     const double step_size = o.lr() / bias_correction1;
-    p.add_(s.exp_avg * -step_size / denom);  // addcdiv_: value * t1 / t2
+    p.addcdiv_(s.exp_avg, denom, -step_size);
   }
 }
 

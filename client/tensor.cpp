@@ -120,24 +120,32 @@ Tensor apply_n(OpCode code, std::span<const Tensor* const> inputs, std::vector<i
   return result;
 }
 
-void apply_inplace(OpCode code, const Tensor& self, const Tensor* other,
+void apply_inplace(OpCode code, const Tensor& self, std::span<const Tensor* const> others,
                    std::vector<int64_t> ints, std::vector<double> floats) {
   const OpInfo& info = op_info(code);
   const TensorNode& na = node_of(self, info.name);
-  const TensorNode* nb = second_operand(info, na, other);
-  infer_for(info, na, nb, ints, floats);
+  std::vector<TensorMeta> metas{na.meta()};
   wire::Instr in;
-  in.op = code;
-  if (nb) {
-    in.inputs = {na.id(), nb->id()};
-  } else {
-    in.inputs.assign(1, na.id());
+  in.inputs.assign(1, na.id());
+  for (const Tensor* other : others) {
+    const TensorNode& n = *second_operand(info, na, other);
+    metas.push_back(n.meta());
+    in.inputs.push_back(n.id());
   }
+  infer_or_throw(info, OpCall{metas, ints, floats});
+  in.op = code;
   in.ints = std::move(ints);
   in.floats = std::move(floats);
   in.dtype = na.meta().dtype;
-  record_inplace(code, self, other, in.ints, in.floats);
+  record_inplace(code, self, others, in.ints, in.floats);
   na.session()->issue(std::move(in));
+}
+
+void apply_inplace(OpCode code, const Tensor& self, const Tensor* other,
+                   std::vector<int64_t> ints, std::vector<double> floats) {
+  const Tensor* others[] = {other};
+  apply_inplace(code, self, std::span(others, other ? 1 : 0), std::move(ints),
+                std::move(floats));
 }
 
 void scalar_attrs(Scalar s, std::vector<int64_t>& ints, std::vector<double>& floats) {
@@ -327,8 +335,20 @@ Tensor Tensor::slice_scatter(const Tensor& src, int64_t dim, int64_t start, int6
   return apply(OpCode::SliceScatter, *this, &src, {dim, start, end, step});
 }
 
-Tensor& Tensor::add_(const Tensor& other) {
-  apply_inplace(OpCode::AddInplace, *this, &other);
+namespace {
+// The attributes of an in-place op's optional number operand (alpha of add_
+// and sub_): none when it is the integer 1, so plain a.add_(b) stays as it was.
+void alpha_attrs(Scalar alpha, std::vector<int64_t>& ints, std::vector<double>& floats) {
+  if (alpha.is_integral() && alpha.to_int() == 1) return;
+  client::scalar_attrs(alpha, ints, floats);
+}
+}  // namespace
+
+Tensor& Tensor::add_(const Tensor& other, Scalar alpha) {
+  std::vector<int64_t> ints;
+  std::vector<double> floats;
+  alpha_attrs(alpha, ints, floats);
+  apply_inplace(OpCode::AddInplace, *this, &other, std::move(ints), std::move(floats));
   return *this;
 }
 Tensor& Tensor::add_(Scalar value) {
@@ -338,8 +358,11 @@ Tensor& Tensor::add_(Scalar value) {
   apply_inplace(OpCode::AddScalarInplace, *this, nullptr, std::move(ints), std::move(floats));
   return *this;
 }
-Tensor& Tensor::sub_(const Tensor& other) {
-  apply_inplace(OpCode::SubInplace, *this, &other);
+Tensor& Tensor::sub_(const Tensor& other, Scalar alpha) {
+  std::vector<int64_t> ints;
+  std::vector<double> floats;
+  alpha_attrs(alpha, ints, floats);
+  apply_inplace(OpCode::SubInplace, *this, &other, std::move(ints), std::move(floats));
   return *this;
 }
 Tensor& Tensor::sub_(Scalar value) {
@@ -366,6 +389,22 @@ Tensor& Tensor::zero_() {
 }
 Tensor& Tensor::copy_(const Tensor& src) {
   apply_inplace(OpCode::CopyInplace, *this, &src);
+  return *this;
+}
+Tensor& Tensor::addcmul_(const Tensor& t1, const Tensor& t2, Scalar value) {
+  std::vector<int64_t> ints;
+  std::vector<double> floats;
+  client::scalar_attrs(value, ints, floats);
+  const Tensor* others[] = {&t1, &t2};
+  apply_inplace(OpCode::AddcmulInplace, *this, others, std::move(ints), std::move(floats));
+  return *this;
+}
+Tensor& Tensor::addcdiv_(const Tensor& t1, const Tensor& t2, Scalar value) {
+  std::vector<int64_t> ints;
+  std::vector<double> floats;
+  client::scalar_attrs(value, ints, floats);
+  const Tensor* others[] = {&t1, &t2};
+  apply_inplace(OpCode::AddcdivInplace, *this, others, std::move(ints), std::move(floats));
   return *this;
 }
 

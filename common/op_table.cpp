@@ -236,9 +236,35 @@ Metas infer_inplace_binary(const OpCall& c) {
   return {};
 }
 
+// add_/sub_ with an optional alpha (ints[0] or floats[0]; none = 1): self op= alpha * other.
+Metas infer_inplace_alpha(const OpCall& c) {
+  GT_CHECK(c.ints.size() + c.floats.size() <= 1, "expected at most one alpha, got ",
+           c.ints.size() + c.floats.size());
+  GT_CHECK(c.floats.empty() || is_floating(in(c, 0).dtype),
+           "for integral input tensors, alpha must not be a floating point number: self ",
+           shape_str(in(c, 0).shape), " ", to_string(in(c, 0).dtype));
+  return infer_inplace_binary(c);
+}
+
 Metas infer_inplace_sub(const OpCall& c) {
   infer_sub(c);
-  return infer_inplace_binary(c);
+  return infer_inplace_alpha(c);
+}
+
+// addcmul_/addcdiv_: inputs self, t1, t2 (t1 and t2 broadcast to self); one
+// number operand. Floating tensors only (LibTorch refuses integer addcdiv).
+Metas infer_addc(const OpCall& c) {
+  check_one_scalar(c);
+  const auto& self = in(c, 0);
+  for (size_t i = 0; i < 3; ++i) {
+    GT_CHECK(is_floating(in(c, i).dtype), "expected floating tensors, got ",
+             to_string(in(c, i).dtype), " for input ", i, " of shape ", shape_str(in(c, i).shape));
+  }
+  const Shape operands = broadcast_shapes(in(c, 1).shape, in(c, 2).shape);
+  const DType t = result_type(in(c, 1).dtype, in(c, 1).shape.size(), in(c, 2).dtype,
+                              in(c, 2).shape.size());
+  check_inplace(self, broadcast_shapes(self.shape, operands), t);
+  return {};
 }
 
 Metas infer_inplace_scalar(const OpCall& c) {
@@ -685,9 +711,9 @@ constexpr OpInfo kOps[] = {
     {OpCode::View, "view", 1, 1, 0, kAny, 0, 0, OpKind::Shape, false, "shape... (one -1 allowed)", infer_reshape},
     {OpCode::Transpose, "transpose", 1, 1, 2, 2, 0, 0, OpKind::Shape, false, "dim0, dim1", infer_transpose},
     {OpCode::Slice, "slice", 1, 1, 4, 4, 0, 0, OpKind::Shape, false, "dim, start, end, step", infer_slice},
-    {OpCode::AddInplace, "add_", 2, 0, 0, 0, 0, 0, OpKind::Inplace, false, "", infer_inplace_binary},
+    {OpCode::AddInplace, "add_", 2, 0, 0, 1, 0, 1, OpKind::Inplace, false, "alpha (optional, default 1): ints[0] (integral) or floats[0]", infer_inplace_alpha},
     {OpCode::AddScalarInplace, "add_scalar_", 1, 0, 0, 1, 0, 1, OpKind::Inplace, false, kScalarAttr, infer_inplace_scalar},
-    {OpCode::SubInplace, "sub_", 2, 0, 0, 0, 0, 0, OpKind::Inplace, false, "", infer_inplace_sub},
+    {OpCode::SubInplace, "sub_", 2, 0, 0, 1, 0, 1, OpKind::Inplace, false, "alpha (optional, default 1): ints[0] (integral) or floats[0]", infer_inplace_sub},
     {OpCode::SubScalarInplace, "sub_scalar_", 1, 0, 0, 1, 0, 1, OpKind::Inplace, false, kScalarAttr, infer_inplace_sub_scalar},
     {OpCode::MulInplace, "mul_", 2, 0, 0, 0, 0, 0, OpKind::Inplace, false, "", infer_inplace_binary},
     {OpCode::MulScalarInplace, "mul_scalar_", 1, 0, 0, 1, 0, 1, OpKind::Inplace, false, kScalarAttr, infer_inplace_scalar},
@@ -733,6 +759,8 @@ constexpr OpInfo kOps[] = {
     {OpCode::SliceScatter, "slice_scatter", 2, 1, 4, 4, 0, 0, OpKind::Index, false, "dim, start, end, step; inputs: base, src", infer_slice_scatter},
     {OpCode::ScatterAdd, "scatter_add", 3, 1, 1, 1, 0, 0, OpKind::Index, false, "dim; inputs: self, index (int64), src", infer_scatter_add},
     {OpCode::IndexAdd, "index_add", 3, 1, 1, 1, 0, 0, OpKind::Index, false, "dim; inputs: self, index (int32/int64, 0-D or 1-D), source", infer_index_add},
+    {OpCode::AddcmulInplace, "addcmul_", 3, 0, 0, 1, 0, 1, OpKind::Inplace, false, "value: ints[0] (integral) or floats[0]; inputs: self, t1, t2", infer_addc},
+    {OpCode::AddcdivInplace, "addcdiv_", 3, 0, 0, 1, 0, 1, OpKind::Inplace, false, "value: ints[0] (integral) or floats[0]; inputs: self, t1, t2", infer_addc},
 };
 
 static_assert(std::size(kOps) == kNumOps, "one op table row per OpCode");

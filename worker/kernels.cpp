@@ -235,8 +235,12 @@ at::Tensor k_slice(const KernelArgs& a) {
 
 // ---- in-place (mutate inputs[0], no output) ------------------------------------------
 
+// add_/sub_ carry an optional alpha (none = 1).
+at::Scalar alpha_arg(const KernelArgs& a) {
+  return a.ints.empty() && a.floats.empty() ? at::Scalar(int64_t{1}) : scalar_arg(a);
+}
 at::Tensor k_add_(const KernelArgs& a) {
-  in0(a).add_(in1(a));
+  in0(a).add_(in1(a), alpha_arg(a));
   return {};
 }
 at::Tensor k_add_scalar_(const KernelArgs& a) {
@@ -244,7 +248,7 @@ at::Tensor k_add_scalar_(const KernelArgs& a) {
   return {};
 }
 at::Tensor k_sub_(const KernelArgs& a) {
-  in0(a).sub_(in1(a));
+  in0(a).sub_(in1(a), alpha_arg(a));
   return {};
 }
 at::Tensor k_sub_scalar_(const KernelArgs& a) {
@@ -344,6 +348,14 @@ at::Tensor k_alias(const KernelArgs& a) { return in0(a); }
 
 at::Tensor k_copy_(const KernelArgs& a) {
   in0(a).copy_(in1(a));
+  return {};
+}
+at::Tensor k_addcmul_(const KernelArgs& a) {
+  in0(a).addcmul_(in1(a), a.inputs[2], scalar_arg(a));
+  return {};
+}
+at::Tensor k_addcdiv_(const KernelArgs& a) {
+  in0(a).addcdiv_(in1(a), a.inputs[2], scalar_arg(a));
   return {};
 }
 
@@ -476,6 +488,8 @@ constexpr Kernel kernel_for(OpCode op) {
     case OpCode::Expand: return k_expand;
     case OpCode::To: return k_to;
     case OpCode::CopyInplace: return k_copy_;
+    case OpCode::AddcmulInplace: return k_addcmul_;
+    case OpCode::AddcdivInplace: return k_addcdiv_;
     case OpCode::Alias: return k_alias;
     case OpCode::Gather: return k_gather;
     case OpCode::IndexSelect: return k_index_select;

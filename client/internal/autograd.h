@@ -105,9 +105,10 @@ void record_op(OpCode code, std::span<const Tensor* const> inputs, const Tensor&
 /// Called for every in-place op after its checks and before its instruction is
 /// issued: refuses in-place ops that would corrupt autograd (a leaf that
 /// requires grad, an aliased tensor in the graph), rebases `self`'s history
-/// onto a GradFn of the in-place op when gradients flow, and bumps the
-/// version counter. May issue a copy of `self` that the backward needs.
-void record_inplace(OpCode code, const Tensor& self, const Tensor* other,
+/// onto a GradFn of the in-place op (inputs: self before the op, then
+/// `others`) when gradients flow, and bumps the version counter. May issue a
+/// copy of `self` that the backward needs.
+void record_inplace(OpCode code, const Tensor& self, std::span<const Tensor* const> others,
                     std::span<const int64_t> ints, std::span<const double> floats);
 
 /// Creation ops: only floating tensors can require grad.

@@ -29,7 +29,11 @@ Tensor apply(OpCode code, const Tensor& a, const Tensor* b, std::vector<int64_t>
 Tensor apply_n(OpCode code, std::span<const Tensor* const> inputs, std::vector<int64_t> ints = {},
                std::vector<double> floats = {}, DType dtype = DType::Float32);
 
-/// Checks and issues an in-place op on `self` (and `other`).
+/// Checks and issues an in-place op on `self` with the other operands `others`
+/// (none for zero_, one for add_, two for addcmul_).
+void apply_inplace(OpCode code, const Tensor& self, std::span<const Tensor* const> others,
+                   std::vector<int64_t> ints = {}, std::vector<double> floats = {});
+/// The same with at most one other operand (nullptr: none).
 void apply_inplace(OpCode code, const Tensor& self, const Tensor* other,
                    std::vector<int64_t> ints = {}, std::vector<double> floats = {});
 

@@ -624,6 +624,26 @@ std::vector<GradCase> grad_cases() {
          [](const auto& x) { auto y = x[0] * 2.0; y.add_(1.5); return y; });
   g.same(OpCode::SubInplace, kInplace, "sub_ of a broadcast tensor", {rn({2, 3}), rn({2, 1})},
          [](const auto& x) { auto y = x[0] * 1.0; y.sub_(x[1]); return y; });
+  g.same(OpCode::AddInplace, kInplace, "add_ with alpha", {rn({2, 3}), rn({2, 1})},
+         [](const auto& x) { auto y = x[0] * 1.0; y.add_(x[1], -0.75); return y; })
+      .low({gt::kBFloat16});
+  g.same(OpCode::SubInplace, kInplace, "sub_ with alpha", {rn({2, 3}), rn({3})},
+         [](const auto& x) { auto y = x[0] * 1.0; y.sub_(x[1], 2.5); return y; });
+  g.same(OpCode::AddcmulInplace, kInplace, "addcmul_ of broadcast tensors",
+         {rn({2, 3}), rn({3}), rn({2, 1})},
+         [](const auto& x) { auto y = x[0] * 1.0; y.addcmul_(x[1], x[2], -0.5); return y; })
+      .low({gt::kBFloat16});
+  g.same(OpCode::AddcmulInplace, kInplace, "addcmul_ of one tensor with itself",
+         {rn({2, 3}), rn({2, 3})},
+         [](const auto& x) { auto y = x[0] * 1.0; y.addcmul_(x[1], x[1], 0.25); return y; });
+  g.same(OpCode::AddcdivInplace, kInplace, "addcdiv_ of broadcast tensors",
+         {rn({2, 3}), rn({2, 3}), pos({3})},
+         [](const auto& x) { auto y = x[0] * 1.0; y.addcdiv_(x[1], x[2], 1.5); return y; })
+      .low({gt::kBFloat16});  // LibTorch 1.13 has no float16 addcdiv on CPU
+  g.same(OpCode::AddcdivInplace, kInplace, "addcdiv_ into a tensor without history",
+         {rn({2, 3}), rn({3}), pos({2, 3})},
+         [](const auto& x) { auto y = x[0].detach() * 1.0; y.addcdiv_(x[1], x[2], -2.0); return y; })
+      .leaves({false, true, true});
   g.same(OpCode::SubScalarInplace, kInplace, "sub_ of a number", {rn({2, 3})},
          [](const auto& x) { auto y = x[0] * 2.0; y.sub_(0.5); return y; });
   g.same(OpCode::MulInplace, kInplace, "mul_ by a broadcast tensor", {rn({2, 3}), rn({3})},

@@ -196,12 +196,12 @@ class GT_API Tensor {
                        int64_t step = 1) const;
 
   // ---- in-place (asynchronous; shape and dtype stay) ----
-  /// this += other (broadcast into this tensor's shape).
-  Tensor& add_(const Tensor& other);
+  /// this += alpha * other (other broadcast into this tensor's shape).
+  Tensor& add_(const Tensor& other, Scalar alpha = 1);
   /// this += value.
   Tensor& add_(Scalar value);
-  /// this -= other.
-  Tensor& sub_(const Tensor& other);
+  /// this -= alpha * other.
+  Tensor& sub_(const Tensor& other, Scalar alpha = 1);
   /// this -= value.
   Tensor& sub_(Scalar value);
   /// this *= other.
@@ -212,6 +212,10 @@ class GT_API Tensor {
   Tensor& zero_();
   /// Copies src into this tensor (src broadcasts to this shape and is cast to this dtype).
   Tensor& copy_(const Tensor& src);
+  /// this += value * t1 * t2 in one pass (floating tensors; t1, t2 broadcast).
+  Tensor& addcmul_(const Tensor& t1, const Tensor& t2, Scalar value = 1);
+  /// this += value * t1 / t2 in one pass (floating tensors; t1, t2 broadcast).
+  Tensor& addcdiv_(const Tensor& t1, const Tensor& t2, Scalar value = 1);
   /// Same as add_(other).
   Tensor& operator+=(const Tensor& other) { return add_(other); }
   /// Same as add_(value).

@@ -327,3 +327,30 @@ TEST_CASE("backward helper ops: gelu_backward, slice_scatter, scatter_add, index
   CHECK_THROWS_WITH(run(OpCode::IndexAdd, {f32({2, 3}), i64({1, 2}), f32({2, 2})}, {1}),
                     Catch::Contains("vector"));
 }
+
+TEST_CASE("add_ and sub_ take an optional alpha of the tensor's kind", "[op_table][unit]") {
+  CHECK(run(OpCode::AddInplace, {f32({2, 3}), f32({3})}).empty());
+  CHECK(run(OpCode::AddInplace, {f32({2, 3}), f32({3})}, {}, {0.5}).empty());
+  CHECK(run(OpCode::SubInplace, {of({3}, kInt64), of({3}, kInt64)}, {2}).empty());
+  CHECK_THROWS_WITH(run(OpCode::AddInplace, {of({3}, kInt64), of({3}, kInt64)}, {}, {0.5}),
+                    Catch::Contains("alpha must not be a floating point number") &&
+                        Catch::Contains("int64"));
+  CHECK_THROWS(run(OpCode::AddInplace, {f32({3}), f32({3})}, {1}, {0.5}));
+  CHECK_THROWS_WITH(run(OpCode::AddInplace, {f32({3}), f32({2, 3})}, {}, {0.5}),
+                    Catch::Contains("in-place result shape (2, 3)"));
+}
+
+TEST_CASE("addcmul_ and addcdiv_ broadcast into self and need floating tensors",
+          "[op_table][unit]") {
+  for (OpCode code : {OpCode::AddcmulInplace, OpCode::AddcdivInplace}) {
+    CHECK(run(code, {f32({2, 3}), f32({3}), f32({2, 1})}, {}, {0.5}).empty());
+    CHECK(run(code, {of({2}, kFloat64), f32({2}), f32({})}, {2}).empty());
+    CHECK_THROWS_WITH(run(code, {f32({3}), f32({2, 3}), f32({3})}, {}, {1.0}),
+                      Catch::Contains("in-place result shape (2, 3)"));
+    CHECK_THROWS_WITH(run(code, {f32({3}), i64({3}), f32({3})}, {}, {1.0}),
+                      Catch::Contains("expected floating tensors, got int64 for input 1"));
+    CHECK_THROWS_WITH(run(code, {f32({3}), f32({3}), f32({3})}),
+                      Catch::Contains("exactly one number"));
+    CHECK_THROWS(run(code, {f32({3}), f32({3})}, {}, {1.0}));  // arity
+  }
+}
