@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <mutex>
 
 #include <zlib.h>
 
@@ -281,9 +282,18 @@ void gather(const Dataset& dataset, std::span<const int64_t> indices, std::vecto
 
 // ---- DataLoader ----
 
+// The dataset uploaded to the cluster (resident loaders), created on the
+// first batch so that building a loader needs no session.
+struct ResidentData {
+  std::mutex mutex;
+  Tensor images;  // [size, rows * cols] float32; guarded by mutex until set
+  Tensor labels;  // [size] int64
+};
+
 struct DataLoader::State {
   std::mt19937_64 rng;  // the shuffling stream, one draw sequence per loader
   int64_t epochs = 0;
+  std::shared_ptr<ResidentData> resident;  // null unless options.resident()
 };
 
 // One epoch's fixed order, shared by its iterators.
@@ -292,6 +302,7 @@ struct DataLoader::iterator::Epoch {
   std::vector<int64_t> order;
   int64_t batch_size = 1;
   int64_t batches = 0;
+  std::shared_ptr<ResidentData> resident;
 };
 
 DataLoader::iterator::iterator(std::shared_ptr<const Epoch> epoch, int64_t index)
@@ -305,11 +316,25 @@ const Batch& DataLoader::iterator::operator*() const {
   const Epoch& e = *epoch_;
   const int64_t start = index_ * e.batch_size;
   const int64_t stop = std::min<int64_t>(start + e.batch_size, int64_t(e.order.size()));
+  const int64_t b = stop - start;
+  const auto indices = std::span<const int64_t>(e.order).subspan(size_t(start), size_t(b));
+  if (e.resident) {
+    ResidentData& r = *e.resident;
+    {
+      std::lock_guard lock(r.mutex);
+      if (!r.images.defined()) {
+        const Dataset& d = *e.dataset;
+        r.images = gt::tensor(d.images, {d.size, d.image_numel()});
+        r.labels = gt::tensor(d.labels, {d.size});
+      }
+    }
+    const Tensor idx = gt::tensor(std::vector<int64_t>(indices.begin(), indices.end()), {b});
+    batch_ = Batch{r.images.index_select(0, idx), r.labels.index_select(0, idx)};
+    return *batch_;
+  }
   std::vector<float> images;
   std::vector<int64_t> labels;
-  gather(*e.dataset, std::span<const int64_t>(e.order).subspan(size_t(start), size_t(stop - start)),
-         images, labels);
-  const int64_t b = stop - start;
+  gather(*e.dataset, indices, images, labels);
   batch_ = Batch{gt::tensor(std::move(images), {b, e.dataset->image_numel()}),
                  gt::tensor(std::move(labels), {b})};
   return *batch_;
@@ -343,6 +368,10 @@ DataLoader::iterator DataLoader::begin() {
   epoch->order = epoch_order(dataset_->size, options_.shuffle(), state_->rng);
   epoch->batch_size = options_.batch_size();
   epoch->batches = size();
+  if (options_.resident()) {
+    if (!state_->resident) state_->resident = std::make_shared<ResidentData>();
+    epoch->resident = state_->resident;
+  }
   ++state_->epochs;
   return iterator(std::move(epoch), 0);
 }

@@ -145,6 +145,8 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
     if (std::strncmp(*e, "GT_LOG_LEVEL=", 13) == 0) has_level = true;
   }
   if (!has_level) envp.emplace_back("GT_LOG_LEVEL=warn");
+  std::vector<std::string> worker_envp = envp;
+  add_worker_env_defaults(worker_envp);  // Note [worker thread pools] in common/env.h
 
   try {
     children_.reserve(1 + options_.workers);
@@ -155,7 +157,7 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
       spawn(children_.back(),
             {options_.executable, "worker", "--connect", endpoint_, "--device",
              options_.device, "--threads", std::to_string(options_.threads_per_worker)},
-            envp);
+            worker_envp);
     }
   } catch (...) {
     stop(0);

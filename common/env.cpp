@@ -51,4 +51,13 @@ const Env& env() {
   return e;
 }
 
+void add_worker_env_defaults(std::vector<std::string>& envp) {
+  for (const auto& [name, value] : kWorkerEnvDefaults) {
+    const std::string prefix = std::string(name) + "=";
+    bool set = false;
+    for (const std::string& e : envp) set |= e.compare(0, prefix.size(), prefix) == 0;
+    if (!set) envp.push_back(prefix + std::string(value));
+  }
+}
+
 }  // namespace gt

@@ -6,6 +6,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 namespace gt {
 
@@ -26,6 +29,24 @@ Env read_env();
 
 /// Reads the environment once per process and keeps the result.
 const Env& env();
+
+/// Note [worker thread pools]: a CPU worker usually shares its cores with the
+/// client and the dispatcher (a local cluster runs all three on one machine).
+/// LibTorch's OpenMP pool and OpenBLAS's threads spin after every parallel
+/// region by default, taking those cores from the processes that feed the
+/// worker: the Fashion-MNIST training step ran 1.6-3x slower with OpenMP
+/// spinning, and OpenBLAS's sched_yield loop cost another ~10%. Both libraries
+/// read these settings when they are loaded, so whoever starts a worker sets
+/// them (local clusters, test clusters); a value already in the environment
+/// is kept.
+inline constexpr std::pair<std::string_view, std::string_view> kWorkerEnvDefaults[] = {
+    {"OMP_WAIT_POLICY", "PASSIVE"},
+    {"OPENBLAS_THREAD_TIMEOUT", "10"},  // spin 2^10 cycles, then sleep
+};
+
+/// Appends "NAME=VALUE" for each kWorkerEnvDefaults entry that `envp` (a list
+/// of "NAME=VALUE" strings) does not set yet.
+void add_worker_env_defaults(std::vector<std::string>& envp);
 
 /// Helpers for one variable; exposed for tests and the CLI.
 std::optional<std::string> env_string(const char* name);

@@ -1,10 +1,6 @@
 // The `gt` command: one executable with a subcommand per role and tool.
 
-#include <unistd.h>
-
-#include <cstdlib>
 #include <iostream>
-#include <string_view>
 
 #include <CLI/CLI.hpp>
 
@@ -14,17 +10,6 @@
 #include "worker/worker.h"
 
 int main(int argc, char** argv) {
-  // A CPU worker usually shares its cores with the client and the dispatcher
-  // (a local cluster runs all three on one machine). LibTorch's OpenMP pool
-  // spins after every parallel region by default, taking those cores from the
-  // processes that feed it: the MLP training step ran 1.6-3x slower. libgomp
-  // reads its wait policy once, when it is loaded, so the worker re-executes
-  // itself with OMP_WAIT_POLICY=PASSIVE unless the user chose a policy.
-  if (argc > 1 && std::string_view(argv[1]) == "worker" && !std::getenv("OMP_WAIT_POLICY")) {
-    ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    ::execv("/proc/self/exe", argv);  // returns only on failure: run with the default policy
-  }
-
   CLI::App app{"gt: a distributed tensor runtime (client -> dispatcher -> workers)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "gt 0.1.0 (protocol " +

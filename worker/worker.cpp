@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <csignal>
+#include <cstdlib>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -293,6 +294,12 @@ void Worker::Impl::io_loop(zmq::socket_t& pull) {
 
   log->info("[worker] starting dispatcher={} dev={} threads={} name={}", options.dispatcher,
             options.device, options.threads, options.name);
+  if (options.device == "cpu" && !std::getenv("OMP_WAIT_POLICY")) {
+    // Note [worker thread pools] in common/env.h.
+    log->info("[worker] OMP_WAIT_POLICY is unset: LibTorch's threads spin between ops; when "
+              "this worker shares cores with clients or a dispatcher, start it with "
+              "OMP_WAIT_POLICY=PASSIVE OPENBLAS_THREAD_TIMEOUT=10 (local clusters do)");
+  }
   hello();
 
   while (!stopping()) {

@@ -513,6 +513,18 @@ TEST_CASE("DataLoader batches match the host data in epoch order", "[data][integ
     gt::data::DataLoader dropping(ds, gt::data::DataLoaderOptions(5).drop_last(true));
     check_epoch(dropping, ds, order, 5, true);
   }
+  SECTION("resident: the dataset is uploaded once, batches are gathered on the workers") {
+    gt::data::DataLoader loader(ds, gt::data::DataLoaderOptions(4).shuffle(true).seed(7).resident(true));
+    std::mt19937_64 rng(7);
+    const std::vector<int64_t> first = gt::data::epoch_order(10, true, rng);
+    const std::vector<int64_t> second = gt::data::epoch_order(10, true, rng);
+    check_epoch(loader, ds, first, 4, false);
+    check_epoch(loader, ds, second, 4, false);
+    gt::data::DataLoader dropping(ds, gt::data::DataLoaderOptions(3).drop_last(true).resident(true));
+    std::vector<int64_t> order(10);
+    for (int64_t i = 0; i < 10; ++i) order[size_t(i)] = i;
+    check_epoch(dropping, ds, order, 3, true);
+  }
 }
 
 TEST_CASE("load_fashion_mnist from a missing directory names the path and the package",

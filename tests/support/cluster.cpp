@@ -14,6 +14,8 @@
 
 #include <gt/session.h>
 
+#include "common/env.h"
+
 namespace gt::test {
 namespace {
 
@@ -105,6 +107,11 @@ bool TestCluster::wait_worker_log(int i, const std::string& text,
 pid_t TestCluster::spawn(const std::vector<std::string>& args, const std::string& log_file) {
   std::vector<std::string> env_strings;
   for (const auto& [k, v] : env_) env_strings.push_back(k + "=" + v);
+  // As a local cluster starts its workers (Note [worker thread pools]).
+  for (const auto& [name, value] : kWorkerEnvDefaults) {
+    const std::string n(name);
+    if (!env_.count(n) && !std::getenv(n.c_str())) env_strings.push_back(n + "=" + std::string(value));
+  }
   std::vector<char*> argv;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);

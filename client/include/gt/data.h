@@ -104,6 +104,13 @@ class DataLoaderOptions {
     drop_last_ = v;
     return *this;
   }
+  /// Sets whether the dataset is uploaded to the cluster once and batches are
+  /// gathered there (an index_select per batch, uploading only the indices),
+  /// instead of uploading every batch's pixels.
+  DataLoaderOptions& resident(bool v) {
+    resident_ = v;
+    return *this;
+  }
 
   /// Samples per batch.
   int64_t batch_size() const { return batch_size_; }
@@ -113,12 +120,15 @@ class DataLoaderOptions {
   uint64_t seed() const { return seed_; }
   /// Whether a last batch smaller than batch_size() is dropped.
   bool drop_last() const { return drop_last_; }
+  /// Whether the dataset lives on the cluster (see resident(bool)).
+  bool resident() const { return resident_; }
 
  private:
   int64_t batch_size_;
   bool shuffle_ = false;
   uint64_t seed_ = 0;
   bool drop_last_ = false;
+  bool resident_ = false;
 };
 
 /// Number of batches an epoch of `size` samples gives: ceil(size / batch_size),
@@ -154,7 +164,10 @@ GT_API void gather(const Dataset& dataset, std::span<const int64_t> indices,
 ///
 /// Tensors: dereferencing an iterator gathers the batch on the host and
 /// creates it with gt::tensor (a sync-free, asynchronous upload; the first
-/// one starts the session). The batch is built once per position.
+/// one starts the session). With resident(true), the first dereference
+/// uploads the whole dataset once (shared by the loader's copies and epochs)
+/// and each batch is gathered on the workers with index_select, so only the
+/// batch's indices travel. The batch is built once per position.
 ///
 /// Ownership and copies: the loader shares its Dataset (const) with its
 /// copies and iterators; copies also share the shuffling stream. Not
