@@ -1,0 +1,54 @@
+#pragma once
+// The hot-path JIT's shared vocabulary: a chain is one repeating unit of a
+// session's instruction stream, described without tensor ids, so that the
+// same loop body issued again with fresh ids is the same chain.
+//
+// Note [chain values]
+// Values are numbered by the chain itself: every input a unit reads from
+// outside (parameters, the previous step's results, data uploaded before the
+// unit) is an external value 0..externals-1, in order of first use; every
+// output an op of the unit produces is value `externals + k` for the k-th
+// output of the unit. An op's inputs name values by that number. A value
+// produced in the unit either escapes (read after the unit, or never freed in
+// the iterations observed) or dies inside (freed and never read after its last
+// consumer in the unit); only escaping values must be materialised by compiled
+// code. Free instructions themselves are not part of a chain: the client
+// batches frees by size and time, so their positions in the stream vary from
+// one iteration to the next.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/op_table.h"
+
+namespace gt::worker::jit {
+
+/// One op of a chain.
+struct ChainOp {
+  OpCode op;
+  std::vector<int64_t> ints;
+  std::vector<double> floats;
+  DType dtype = DType::Float32;  // the instruction's dtype attribute
+  std::vector<int32_t> inputs;   // chain value numbers (Note [chain values])
+  std::vector<TensorMeta> input_metas;
+  std::vector<TensorMeta> output_metas;  // empty for in-place ops (they mutate inputs[0])
+  bool operator==(const ChainOp&) const = default;
+};
+
+/// One repeating unit of a stream.
+struct Chain {
+  int32_t externals = 0;                 // values 0..externals-1 come from outside
+  std::vector<TensorMeta> external_metas;
+  std::vector<ChainOp> ops;              // in stream order
+  std::vector<bool> escapes;             // per produced value (index value - externals)
+
+  /// Number of values the ops produce.
+  int32_t produced() const { return static_cast<int32_t>(escapes.size()); }
+  /// A stable 64-bit digest of everything above (the cache and guards use it).
+  uint64_t digest() const;
+  /// One line per op, for GT_DEBUG_COMPILE and test failure messages.
+  std::string describe() const;
+};
+
+}  // namespace gt::worker::jit
