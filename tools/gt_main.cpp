@@ -1,12 +1,17 @@
 // The `gt` command: one executable with a subcommand per role and tool.
 
+#include <chrono>
+#include <cstdio>
+#include <ctime>
 #include <iostream>
+#include <string>
 
 #include <CLI/CLI.hpp>
 
 #include "common/wire.h"
 #include "dispatcher/dispatcher.h"
 #include "tools/bench.h"
+#include "worker/jit/compiler_cpu.h"
 #include "worker/worker.h"
 
 int main(int argc, char** argv) {
@@ -47,7 +52,48 @@ int main(int argc, char** argv) {
       "bench", "Benchmarks: pipelined throughput, sync latency, training step; printed as ratios");
   gt::tools::add_bench_options(*bench, bopts);
 
+  std::string cache_dir;
+  auto* cache = app.add_subcommand(
+      "cache", "The JIT's on-disk cache of compiled code (GT_COMPILE_CACHE_DIR)");
+  cache->require_subcommand(1);
+  auto* cache_list = cache->add_subcommand("list", "List compiled units: key, size, age, path");
+  auto* cache_clear = cache->add_subcommand("clear", "Remove every compiled unit");
+  for (auto* sub : {cache_list, cache_clear}) {
+    sub->add_option("--dir", cache_dir,
+                    "Cache directory (default: GT_COMPILE_CACHE_DIR, else "
+                    "$XDG_CACHE_HOME/gt/jit or ~/.cache/gt/jit)");
+  }
+
   CLI11_PARSE(app, argc, argv);
+
+  if (*cache) {
+    try {
+      const std::filesystem::path dir =
+          cache_dir.empty() ? gt::worker::jit::default_cache_dir() : std::filesystem::path(cache_dir);
+      if (*cache_list) {
+        const auto entries = gt::worker::jit::list_cache(dir);
+        uint64_t total = 0;
+        const auto now = std::filesystem::file_time_type::clock::now();
+        for (const auto& e : entries) {
+          const auto age = std::chrono::duration_cast<std::chrono::seconds>(now - e.mtime).count();
+          std::printf("%s  %8llu bytes  %8llds old  %s\n", e.key.c_str(),
+                      static_cast<unsigned long long>(e.size_bytes), static_cast<long long>(age),
+                      e.path.c_str());
+          total += e.size_bytes;
+        }
+        std::printf("%zu compiled units, %llu bytes in %s\n", entries.size(),
+                    static_cast<unsigned long long>(total), dir.c_str());
+      }
+      if (*cache_clear) {
+        const size_t n = gt::worker::jit::clear_cache(dir);
+        std::printf("removed %zu compiled units from %s\n", n, dir.c_str());
+      }
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "gt cache: %s\n", e.what());
+      return 1;
+    }
+  }
 
   if (*dispatcher) return gt::dispatcher::run_dispatcher_main(dopts);
   if (*worker) return gt::worker::run_worker_main(wopts);

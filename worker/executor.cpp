@@ -213,6 +213,11 @@ void Executor::run_batch(uint64_t session, const wire::Batch& batch, std::span<z
   Session& s = it->second;
   if (created) {
     s.tensors.reserve(kSessionReserve);
+    if (options_.jit) {
+      jit::RecorderOptions ro;
+      ro.threshold = options_.jit->options().detector_threshold();
+      s.recorder = std::make_unique<jit::SequenceRecorder>(ro);
+    }
     SPDLOG_LOGGER_DEBUG(log_, "session opened session={}", session);
   }
   const auto* instructions = batch.instructions();
@@ -240,12 +245,19 @@ void Executor::run_batch(uint64_t session, const wire::Batch& batch, std::span<z
 void Executor::run_instruction(uint64_t session_id, Session& s, const wire::Instruction& in,
                                Context& ctx) {
   switch (in.kind()) {
-    case wire::InstrKind::Op: run_op(s, in, ctx); return;
+    case wire::InstrKind::Op: run_op(session_id, s, in, ctx); return;
     case wire::InstrKind::Free:
       for (TensorId id : wire::view(in.inputs())) s.tensors.erase(id);
+      if (s.recorder) s.recorder->on_free(wire::view(in.inputs()));
       return;
-    case wire::InstrKind::Fetch: run_fetch(session_id, s, in, ctx); return;
-    case wire::InstrKind::Sync: run_sync(session_id, s, in, ctx); return;
+    case wire::InstrKind::Fetch:
+      if (s.recorder) s.recorder->on_barrier(wire::view(in.inputs()));
+      run_fetch(session_id, s, in, ctx);
+      return;
+    case wire::InstrKind::Sync:
+      if (s.recorder) s.recorder->on_barrier();
+      run_sync(session_id, s, in, ctx);
+      return;
   }
   FailureInfo f = wire::failure(
       Status::Malformed,
@@ -257,7 +269,26 @@ void Executor::run_instruction(uint64_t session_id, Session& s, const wire::Inst
   record(s, std::move(f));
 }
 
-void Executor::run_op(Session& s, const wire::Instruction& in, Context& ctx) {
+void Executor::record_op(uint64_t session_id, Session& s, const wire::Instruction& in,
+                         size_t inputs, std::span<const TensorMeta> outputs) {
+  std::optional<jit::Detection> d;
+  try {
+    d = s.recorder->on_op(in, std::span(metas_.data(), inputs), outputs);
+    if (!d) return;
+    // Uploads carry payload frames: they run eagerly ahead of a compiled unit.
+    jit::Chain chain = jit::without_uploads(s.recorder->chain(*d));
+    if (chain.ops.size() < 2) return;  // nothing to fuse (e.g. repeated set-up ops)
+    options_.jit->submit(session_id, std::move(chain), d->repetitions);
+  } catch (const std::exception& e) {
+    // The JIT never fails the stream: this op already ran eagerly.
+    log_->warn("[worker {}] JIT: recording failed, session={} stays eager: {}", options_.worker,
+               session_id, e.what());
+    s.recorder.reset();
+  }
+}
+
+void Executor::run_op(uint64_t session_id, Session& s, const wire::Instruction& in,
+                      Context& ctx) {
   struct ClearInputs {  // drop input references on every path out
     std::vector<at::Tensor>& v;
     ~ClearInputs() { v.clear(); }
@@ -410,14 +441,16 @@ void Executor::run_op(Session& s, const wire::Instruction& in, Context& ctx) {
     return;
   }
 
-  if (out.empty()) return;
-  if (!matches(result, out[0])) {
-    fail(s, in, op, Status::Internal,
-         gt::detail::cat("kernel produced ", describe(result), " but the op table inferred ",
-                         describe(out[0])));
-    return;
+  if (!out.empty()) {
+    if (!matches(result, out[0])) {
+      fail(s, in, op, Status::Internal,
+           gt::detail::cat("kernel produced ", describe(result), " but the op table inferred ",
+                           describe(out[0])));
+      return;
+    }
+    s.tensors.emplace(ids_out[0], Slot{std::move(result), nullptr});
   }
-  s.tensors.emplace(ids_out[0], Slot{std::move(result), nullptr});
+  if (s.recorder) record_op(session_id, s, in, ids_in.size(), out);
 }
 
 void Executor::run_fetch(uint64_t session_id, Session& s, const wire::Instruction& in,

@@ -20,6 +20,8 @@
 #include "common/op_table.h"
 #include "common/transport.h"
 #include "common/wire.h"
+#include "worker/jit/compile_service.h"
+#include "worker/jit/recorder.h"
 
 namespace gt::worker {
 
@@ -38,6 +40,10 @@ struct ExecutorOptions {
   /// (0 = no limit).
   uint64_t capacity_bytes = 0;
   std::shared_ptr<spdlog::logger> logger;  // default: make_logger("worker")
+  /// The hot-path JIT (Note [JIT stages] in worker/jit/compile_service.h):
+  /// when set, every session records its stream and promoted chains are
+  /// compiled there. Null: no recording (it costs ~0.2 us per op).
+  std::shared_ptr<jit::CompileService> jit;
 };
 
 /// Executes gt instruction batches with LibTorch.
@@ -79,7 +85,10 @@ class Executor {
   void drop_all_sessions();
 
   /// Index used in failure messages (set when the dispatcher welcomes us).
-  void set_worker_index(int worker) { options_.worker = worker; }
+  void set_worker_index(int worker) {
+    options_.worker = worker;
+    if (options_.jit) options_.jit->set_worker(worker);
+  }
   int worker_index() const { return options_.worker; }
   const at::Device& device() const { return options_.device; }
 
@@ -104,12 +113,16 @@ class Executor {
     std::vector<wire::FailureInfo> pending;  // for the next Sync, oldest first
     uint64_t dropped_failures = 0;           // past the pending cap
     std::optional<at::Generator> generator;  // created on first random op
+    std::unique_ptr<jit::SequenceRecorder> recorder;  // with options_.jit only
   };
 
   struct Context;  // per-batch state (payload frames consumed, sink)
 
   void run_instruction(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
-  void run_op(Session& s, const wire::Instruction& in, Context& ctx);
+  void run_op(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
+  /// Feeds an executed op to the session's recorder and submits what it promotes.
+  void record_op(uint64_t session_id, Session& s, const wire::Instruction& in, size_t inputs,
+                 std::span<const TensorMeta> outputs);
   void run_fetch(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
   void run_sync(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
 

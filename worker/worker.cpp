@@ -183,7 +183,18 @@ void Worker::Impl::executor_main() {
       }
     };
 
-    Executor executor(ExecutorOptions{index.load(), device, capacity_bytes, log});
+    // The JIT's compile thread lives as long as this executor (Note [JIT stages]).
+    std::shared_ptr<jit::CompileService> jit;
+    const jit::JitOptions jit_options = jit::jit_options_from_env();
+    if (jit_options.enabled()) {
+      jit = std::make_shared<jit::CompileService>(jit_options, index.load(), log);
+      log->info("[worker] JIT on: {} threshold={} cache={}",
+                jit_options.compile_all ? "GT_COMPILE" : "GT_AUTO_COMPILE",
+                jit_options.detector_threshold(),
+                jit_options.cache_dir.empty() ? jit::default_cache_dir().string()
+                                              : jit_options.cache_dir.string());
+    }
+    Executor executor(ExecutorOptions{index.load(), device, capacity_bytes, log, jit});
     std::deque<Item> work;
     for (;;) {
       {

@@ -131,4 +131,43 @@ std::string Chain::describe() const {
   return os.str();
 }
 
+Chain without_uploads(const Chain& chain) {
+  // New numbering: old externals keep theirs, upload outputs follow them, the
+  // other produced values come after, in order.
+  std::vector<int32_t> renumber(static_cast<size_t>(chain.externals) + chain.escapes.size());
+  for (int32_t v = 0; v < chain.externals; ++v) renumber[v] = v;
+  Chain out;
+  out.externals = chain.externals;
+  out.external_metas = chain.external_metas;
+  int32_t produced = chain.externals;  // next old produced value number
+  for (const ChainOp& op : chain.ops) {
+    if (op.op != OpCode::FromData) {
+      produced += static_cast<int32_t>(op.output_metas.size());
+      continue;
+    }
+    for (const TensorMeta& m : op.output_metas) {
+      renumber[produced++] = out.externals++;
+      out.external_metas.push_back(m);
+    }
+  }
+  if (out.externals == chain.externals) return chain;
+  int32_t next = out.externals;
+  produced = chain.externals;
+  for (const ChainOp& op : chain.ops) {
+    if (op.op == OpCode::FromData) {
+      produced += static_cast<int32_t>(op.output_metas.size());
+      continue;
+    }
+    ChainOp copy = op;
+    for (int32_t& v : copy.inputs) v = renumber[v];
+    for (size_t k = 0; k < op.output_metas.size(); ++k) {
+      renumber[produced] = next++;
+      out.escapes.push_back(chain.escapes[produced - chain.externals]);
+      ++produced;
+    }
+    out.ops.push_back(std::move(copy));
+  }
+  return out;
+}
+
 }  // namespace gt::worker::jit

@@ -49,6 +49,13 @@ struct Chain {
   uint64_t digest() const;
   /// One line per op, for GT_DEBUG_COMPILE and test failure messages.
   std::string describe() const;
+  bool operator==(const Chain&) const = default;
 };
+
+/// The chain without its uploads (FromData ops carry a payload frame, so they
+/// run eagerly ahead of a compiled unit): each upload's value becomes an
+/// external, appended after the chain's own externals, and the produced values
+/// are renumbered. A chain without uploads comes back unchanged.
+Chain without_uploads(const Chain& chain);
 
 }  // namespace gt::worker::jit

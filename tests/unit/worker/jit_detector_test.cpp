@@ -999,3 +999,32 @@ TEST_CASE("recorder cost per op (prints, no assertions)", "[.][bench]") {
 
 }  // namespace
 }  // namespace gt::worker::jit::test
+
+namespace gt::worker::jit::test {
+
+TEST_CASE("without_uploads turns uploads into externals and renumbers the rest",
+          "[jit][unit]") {
+  // values: 0 = external w; 1 = upload x; 2 = x * w; 3 = exp(2) (escapes)
+  Chain c;
+  c.externals = 1;
+  c.external_metas = {{{4}, DType::Float32}};
+  c.ops.push_back(ChainOp{OpCode::FromData, {4}, {}, DType::Float32, {}, {}, {{{4}, DType::Float32}}});
+  c.ops.push_back(ChainOp{OpCode::Mul, {}, {}, DType::Float32, {1, 0},
+                          {{{4}, DType::Float32}, {{4}, DType::Float32}}, {{{4}, DType::Float32}}});
+  c.ops.push_back(ChainOp{OpCode::Exp, {}, {}, DType::Float32, {2}, {{{4}, DType::Float32}},
+                          {{{4}, DType::Float32}}});
+  c.escapes = {false, false, true};
+  const Chain out = without_uploads(c);
+  REQUIRE(out.externals == 2);
+  CHECK(out.external_metas.size() == 2);
+  REQUIRE(out.ops.size() == 2);
+  CHECK(out.ops[0].op == OpCode::Mul);
+  CHECK(out.ops[0].inputs == std::vector<int32_t>{1, 0});  // the upload is external 1
+  CHECK(out.ops[1].inputs == std::vector<int32_t>{2});     // mul's result is value 2
+  CHECK(out.escapes == std::vector<bool>{false, true});
+  CHECK(out.digest() != c.digest());
+  Chain plain = out;
+  CHECK(without_uploads(plain) == plain);
+}
+
+}  // namespace gt::worker::jit::test

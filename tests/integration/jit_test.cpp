@@ -1,0 +1,126 @@
+// The hot-path JIT through real processes: a worker started with
+// GT_AUTO_COMPILE=1 or GT_COMPILE=1 detects the loop a program runs, compiles
+// it in the background (GT_DEBUG_COMPILE=1 lines land in the worker's log),
+// keeps computing the same results as LibTorch, and a second process finds the
+// compiled chain in the on-disk cache.
+
+// LibTorch (through glog) defines CHECK too: include it before Catch so that
+// Catch's CHECK wins.
+#include "tests/integration/torch_compare.h"
+
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include "tests/support/cluster.h"
+
+using gt::test::fetch_double;
+using gt::test::to_gt;
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// A private cache dir per test, removed at the end.
+struct TempDir {
+  TempDir() {
+    char tmpl[] = "/tmp/gt-jit-test-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  std::string path;
+};
+
+std::map<std::string, std::string> jit_env(const std::string& cache, const char* mode) {
+  return {{mode, "1"}, {"GT_DEBUG_COMPILE", "1"}, {"GT_COMPILE_CACHE_DIR", cache}};
+}
+
+// An elementwise loop with fresh ids every iteration, and the same in LibTorch.
+gt::Tensor run_loop(int iterations, const at::Tensor& x0, const at::Tensor& b) {
+  gt::Tensor x = to_gt(x0);
+  const gt::Tensor gb = to_gt(b);
+  for (int i = 0; i < iterations; ++i) x = ((x * 0.5 + gb).relu() - 0.25).sigmoid() * 2.0;
+  return x;
+}
+at::Tensor torch_loop(int iterations, at::Tensor x, const at::Tensor& b) {
+  for (int i = 0; i < iterations; ++i) x = ((x * 0.5 + b).relu() - 0.25).sigmoid() * 2.0;
+  return x;
+}
+
+}  // namespace
+
+TEST_CASE("a hot loop is compiled in the background and a second process hits the cache",
+          "[jit][integration]") {
+  TempDir cache;
+  at::manual_seed(3);
+  const at::Tensor x0 = at::randn({64, 33}), b = at::randn({33});
+  const at::Tensor want = torch_loop(40, x0, b);
+  {
+    gt::test::TestCluster cluster(1, jit_env(cache.path, "GT_AUTO_COMPILE"));
+    gt::connect(cluster.endpoint());
+    const gt::Tensor got = run_loop(40, x0, b);
+    CHECK(at::allclose(fetch_double(got), want.to(at::kDouble), 1e-5, 1e-6));
+    REQUIRE(cluster.wait_worker_log(0, "compile done", 60s));
+    const std::string log = cluster.worker_log(0);
+    CHECK_THAT(log, Catch::Contains("hot path detected") && Catch::Contains("fused groups"));
+    CHECK_THAT(log, !Catch::Contains("(cache hit)") && !Catch::Contains("failed"));
+    gt::shutdown();
+  }
+  CHECK_FALSE(std::filesystem::is_empty(cache.path));
+  {
+    gt::test::TestCluster cluster(1, jit_env(cache.path, "GT_AUTO_COMPILE"));
+    gt::connect(cluster.endpoint());
+    const gt::Tensor got = run_loop(40, x0, b);
+    CHECK(at::allclose(fetch_double(got), want.to(at::kDouble), 1e-5, 1e-6));
+    REQUIRE(cluster.wait_worker_log(0, "compile done", 60s));
+    CHECK_THAT(cluster.worker_log(0), Catch::Contains("(cache hit)"));
+    gt::shutdown();
+  }
+}
+
+TEST_CASE("GT_COMPILE compiles a chain at its first repetition", "[jit][integration]") {
+  TempDir cache;
+  at::manual_seed(4);
+  const at::Tensor x0 = at::randn({16}), b = at::randn({16});
+  gt::test::TestCluster cluster(1, jit_env(cache.path, "GT_COMPILE"));
+  gt::connect(cluster.endpoint());
+  const gt::Tensor got = run_loop(4, x0, b);
+  CHECK(at::allclose(fetch_double(got), torch_loop(4, x0, b).to(at::kDouble), 1e-5, 1e-6));
+  REQUIRE(cluster.wait_worker_log(0, "compile done", 60s));
+  CHECK_THAT(cluster.worker_log(0), Catch::Contains("repetitions"));
+  gt::shutdown();
+}
+
+TEST_CASE("a broken compiler leaves the chain eager with one warning and right results",
+          "[jit][integration]") {
+  TempDir cache;
+  at::manual_seed(5);
+  const at::Tensor x0 = at::randn({8, 8}), b = at::randn({8});
+  auto env = jit_env(cache.path, "GT_AUTO_COMPILE");
+  env["CXX"] = "/nonexistent/c++";
+  gt::test::TestCluster cluster(1, env);
+  gt::connect(cluster.endpoint());
+  const gt::Tensor got = run_loop(40, x0, b);
+  CHECK(at::allclose(fetch_double(got), torch_loop(40, x0, b).to(at::kDouble), 1e-5, 1e-6));
+  REQUIRE(cluster.wait_worker_log(0, "stays eager", 60s));
+  const std::string log = cluster.worker_log(0);
+  CHECK_THAT(log, Catch::Contains("/nonexistent/c++"));
+  // The chain is remembered as failed: later iterations do not retry it.
+  (void)run_loop(40, x0, b).sum().item<double>();
+  const std::string again = cluster.worker_log(0);
+  size_t warnings = 0;
+  for (size_t at = again.find("JIT: compiling chain"); at != std::string::npos;
+       at = again.find("JIT: compiling chain", at + 1)) {
+    ++warnings;
+  }
+  CHECK(warnings == 1);
+  gt::shutdown();
+}

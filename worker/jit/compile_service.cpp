@@ -1,0 +1,161 @@
+#include "worker/jit/compile_service.h"
+
+#include <chrono>
+#include <cstdio>
+#include <exception>
+
+#include <c10/util/Exception.h>
+
+#include "common/check.h"
+#include "common/env.h"
+
+namespace gt::worker::jit {
+
+JitOptions jit_options_from_env() {
+  JitOptions o;
+  o.auto_compile = env_flag("GT_AUTO_COMPILE");
+  o.compile_all = env_flag("GT_COMPILE");
+  o.threshold = static_cast<int>(env_int("GT_HOTPATH_THRESHOLD", 10, 2, 1000000));
+  o.debug = env_flag("GT_DEBUG_COMPILE");
+  if (auto dir = env_string("GT_COMPILE_CACHE_DIR")) o.cache_dir = *dir;
+  return o;
+}
+
+namespace {
+
+CpuCompilerConfig compiler_config(const JitOptions& o) {
+  CpuCompilerConfig c;
+  c.compiler = default_compiler();
+  c.cache_dir = o.cache_dir.empty() ? default_cache_dir() : o.cache_dir;
+  return c;
+}
+
+double ms(std::chrono::nanoseconds d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+std::string hex(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace
+
+CompileService::CompileService(JitOptions options, int worker, std::shared_ptr<spdlog::logger> log)
+    : options_(std::move(options)),
+      worker_(worker),
+      log_(std::move(log)),
+      compiler_(compiler_config(options_)),
+      thread_([this] { loop(); }) {}
+
+CompileService::~CompileService() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    queue_.clear();
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+void CompileService::submit(uint64_t session, Chain chain, uint32_t repetitions) {
+  const uint64_t digest = chain.digest();
+  {
+    std::lock_guard lock(mutex_);
+    ++stats_.detected;
+    bool known = chains_.contains(digest);
+    for (const Job& j : queue_) known |= j.chain.digest() == digest;
+    if (known) {
+      ++stats_.duplicates;
+      return;
+    }
+    queue_.push_back(Job{session, std::move(chain), repetitions});
+  }
+  wake_.notify_one();
+}
+
+std::shared_ptr<const CompiledChain> CompileService::find(uint64_t digest) const {
+  std::lock_guard lock(mutex_);
+  auto it = chains_.find(digest);
+  return it == chains_.end() ? nullptr : it->second;
+}
+
+void CompileService::drain() {
+  std::unique_lock lock(mutex_);
+  idle_.wait(lock, [&] { return stopping_ || (queue_.empty() && !busy_); });
+}
+
+JitStats CompileService::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+void CompileService::loop() {
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) {
+        idle_.notify_all();
+        return;
+      }
+      job = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+    }
+    compile(job);
+    {
+      std::lock_guard lock(mutex_);
+      busy_ = false;
+    }
+    idle_.notify_all();
+  }
+}
+
+void CompileService::compile(Job& job) {
+  const uint64_t digest = job.chain.digest();
+  const std::string name = hex(digest);
+  debug_line("hot path detected: chain " + name + ", " + std::to_string(job.chain.ops.size()) +
+             " ops, " + std::to_string(job.repetitions) + " repetitions, session " +
+             std::to_string(job.session));
+  debug_line("compile start: chain " + name);
+  std::shared_ptr<const CompiledChain> compiled;
+  std::string error;
+  try {
+    compiled = std::make_shared<const CompiledChain>(job.chain, compiler_);
+  } catch (const c10::Error& e) {
+    error = e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    error = e.what();
+  } catch (...) {
+    error = "a non-standard exception";
+  }
+  std::lock_guard lock(mutex_);
+  if (!compiled) {
+    ++stats_.failures;
+    chains_[digest] = nullptr;  // never again: the chain stays eager
+    log_->warn("[worker {}] JIT: compiling chain {} ({} ops) failed, it stays eager: {}", worker_.load(),
+               name, job.chain.ops.size(), error);
+    debug_line("fallback: chain " + name + " stays eager (compile failed)");
+    return;
+  }
+  ++stats_.compiled;
+  if (compiled->cache_hit()) ++stats_.cache_hits;
+  const Graph& g = compiled->graph();
+  debug_line("compile done: chain " + name + " in " + std::to_string(ms(compiled->compile_time())) +
+             " ms" + (compiled->cache_hit() ? " (cache hit)" : "") + ", " +
+             std::to_string(g.fused_groups()) + " fused groups covering " +
+             std::to_string(g.fused_ops()) + " of " + std::to_string(job.chain.ops.size()) +
+             " ops");
+  chains_[digest] = std::move(compiled);
+}
+
+void CompileService::debug_line(const std::string& line) const {
+  if (!options_.debug) return;
+  // Straight to stderr: GT_DEBUG_COMPILE is asked for explicitly and must show
+  // even when the worker's log level hides info lines (local clusters).
+  std::fprintf(stderr, "gt jit [worker %d] %s\n", worker_.load(), line.c_str());
+  std::fflush(stderr);
+}
+
+}  // namespace gt::worker::jit

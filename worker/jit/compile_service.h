@@ -1,0 +1,117 @@
+#pragma once
+// The worker's JIT driver between the executor and the compiler: JIT settings
+// from the environment, and a background thread that compiles the chains the
+// sessions' detectors promote, so that the instruction stream never waits for
+// the system compiler.
+//
+// Note [JIT stages]
+// 1. Recording and detection (worker/jit/recorder.h) run on the executor
+//    thread for sessions of a worker started with GT_AUTO_COMPILE=1 (threshold
+//    GT_HOTPATH_THRESHOLD) or GT_COMPILE=1 (threshold 2: the first repetition).
+// 2. A detected unit becomes a Chain and is submitted here; the service
+//    compiles it (graph, CPU codegen, system compiler, on-disk cache) on its
+//    own thread and keeps the result by the chain's digest, so the same loop
+//    in another session, or a later run of the program, compiles nothing.
+// 3. Replacing eager execution of a unit by its compiled chain (matching the
+//    incoming stream against a ready chain, guards, verification, the
+//    slower-than-eager check) is the next step of issue 4; until then the
+//    compiled chains are built, cached and reported but the stream runs eagerly.
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include <spdlog/spdlog.h>
+
+#include "worker/jit/chain.h"
+#include "worker/jit/compiled_chain.h"
+#include "worker/jit/compiler_cpu.h"
+
+namespace gt::worker::jit {
+
+/// The JIT settings of a worker.
+struct JitOptions {
+  bool auto_compile = false;        // GT_AUTO_COMPILE: detect hot paths and compile them
+  bool compile_all = false;         // GT_COMPILE: compile every chain at its first repetition
+  int threshold = 10;               // GT_HOTPATH_THRESHOLD: repetitions before a chain is hot
+  bool debug = false;               // GT_DEBUG_COMPILE: one stderr line per JIT event
+  std::filesystem::path cache_dir;  // GT_COMPILE_CACHE_DIR (empty: default_cache_dir())
+
+  bool enabled() const { return auto_compile || compile_all; }
+  /// The detector's threshold: GT_COMPILE=1 compiles at the first repetition.
+  int detector_threshold() const { return compile_all ? 2 : threshold; }
+};
+
+/// Reads the GT_* JIT variables (docs/environment.md); bad values throw
+/// std::invalid_argument naming the variable.
+JitOptions jit_options_from_env();
+
+/// Counters of a worker's JIT (all sessions).
+struct JitStats {
+  uint64_t detected = 0;     // units promoted by the detectors
+  uint64_t compiled = 0;     // chains compiled and loaded (cache hits included)
+  uint64_t cache_hits = 0;   // of those, found in the on-disk cache
+  uint64_t failures = 0;     // chains whose compile failed (they stay eager)
+  uint64_t duplicates = 0;   // promoted chains already compiled or queued
+};
+
+/// Compiles promoted chains on a background thread.
+///
+/// Ownership and threads: owns its thread, started by the constructor and
+/// stopped and joined by the destructor (pending jobs are dropped). submit(),
+/// find() and stats() may be called from any thread. Never throws from the
+/// thread: a failed compile is logged once (warn) and counted, and its chain
+/// is remembered as failed so it is not compiled again.
+class CompileService {
+ public:
+  CompileService(JitOptions options, int worker, std::shared_ptr<spdlog::logger> log);
+  ~CompileService();
+  CompileService(const CompileService&) = delete;
+  CompileService& operator=(const CompileService&) = delete;
+
+  /// Queues `chain` (promoted after `repetitions` repetitions in `session`).
+  void submit(uint64_t session, Chain chain, uint32_t repetitions);
+  /// The compiled chain with this digest, once ready; nullptr otherwise.
+  std::shared_ptr<const CompiledChain> find(uint64_t digest) const;
+  /// Blocks until every job submitted so far has finished (tests, shutdown).
+  void drain();
+  JitStats stats() const;
+  const JitOptions& options() const { return options_; }
+  /// The worker index named in messages (known once the dispatcher welcomes us).
+  void set_worker(int worker) { worker_.store(worker, std::memory_order_relaxed); }
+
+ private:
+  struct Job {
+    uint64_t session;
+    Chain chain;
+    uint32_t repetitions;
+  };
+  void loop();
+  void compile(Job& job);
+  void debug_line(const std::string& line) const;
+
+  const JitOptions options_;
+  std::atomic<int> worker_;
+  std::shared_ptr<spdlog::logger> log_;
+  CpuCompiler compiler_;  // thread-safe
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;     // jobs queued or stopping
+  std::condition_variable idle_;     // a job finished
+  std::deque<Job> queue_;            // guarded by mutex_
+  bool busy_ = false;                // guarded by mutex_: a job is being compiled
+  bool stopping_ = false;            // guarded by mutex_
+  // Guarded by mutex_: digest -> compiled chain (null when its compile failed).
+  std::unordered_map<uint64_t, std::shared_ptr<const CompiledChain>> chains_;
+  JitStats stats_;                   // guarded by mutex_
+  std::thread thread_;               // last: starts once everything above exists
+};
+
+}  // namespace gt::worker::jit
