@@ -52,6 +52,17 @@ struct Chain {
   bool operator==(const Chain&) const = default;
 };
 
+/// MurmurHash3's 64-bit finaliser: the mixing step of the JIT's signatures and
+/// digests (fixed arithmetic, so values are stable across processes).
+inline uint64_t fmix64(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xFF51AFD7ED558CCDULL;
+  x ^= x >> 33;
+  x *= 0xC4CEB9FE1A85EC53ULL;
+  x ^= x >> 33;
+  return x;
+}
+
 /// The chain without its uploads (FromData ops carry a payload frame, so they
 /// run eagerly ahead of a compiled unit): each upload's value becomes an
 /// external, appended after the chain's own externals, and the produced values

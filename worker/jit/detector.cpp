@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "worker/jit/chain.h"
+
 // Note [hot path detection]
 // The detector sees one 64-bit signature per executed op (frees, fetches and
 // syncs are not ops) and looks for the smallest period P such that the last
@@ -55,17 +57,9 @@ constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
 constexpr uint64_t kContextBase = 0x100000001B3ULL * 2 + 1;  // odd
 constexpr size_t kMaxReported = 256;
 
-uint64_t fmix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xFF51AFD7ED558CCDULL;
-  x ^= x >> 33;
-  x *= 0xC4CEB9FE1A85EC53ULL;
-  x ^= x >> 33;
-  return x;
-}
 
 uint64_t mix(uint64_t h, uint64_t v) {
-  h ^= fmix(v + kGolden);
+  h ^= fmix64(v + kGolden);
   return std::rotl(h, 29) * 0xBF58476D1CE4E5B9ULL;
 }
 
@@ -139,7 +133,7 @@ std::optional<Detection> HotPathDetector::push(uint64_t signature) {
   if (pos >= begin_ + context) ctx_hash_ -= ring_[(pos - context) & mask_] * ctx_pow_;
 
   propose(pos, seen_one_, signature);
-  if (pos + 1 >= begin_ + context) propose(pos, seen_ctx_, fmix(ctx_hash_) ^ context);
+  if (pos + 1 >= begin_ + context) propose(pos, seen_ctx_, fmix64(ctx_hash_) ^ context);
 
   Tracker* best = nullptr;
   const uint64_t need_reps = static_cast<uint64_t>(options_.threshold - 1);

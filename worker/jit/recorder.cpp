@@ -59,14 +59,6 @@ inline uint64_t mix(uint64_t h, uint64_t v) {
   return (std::rotl(h, 23) ^ v) * 0x9E3779B97F4A7C15ULL;
 }
 
-inline uint64_t fmix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xFF51AFD7ED558CCDULL;
-  x ^= x >> 33;
-  x *= 0xC4CEB9FE1A85EC53ULL;
-  x ^= x >> 33;
-  return x;
-}
 
 inline uint64_t mix_meta(uint64_t h, const TensorMeta& m) {
   h = mix(h, static_cast<uint64_t>(m.dtype) | (static_cast<uint64_t>(m.shape.size()) << 8));
@@ -181,7 +173,7 @@ std::optional<Detection> SequenceRecorder::record(const OpRecord& r) {
   }
   ++next_;
 
-  const std::optional<Detection> raw = detector_.push(fmix(h));
+  const std::optional<Detection> raw = detector_.push(fmix64(h));
   if (!raw) return std::nullopt;
   return rephase(*raw);
 }
@@ -402,7 +394,7 @@ size_t SequenceRecorder::memory_bytes() const {
 // ---- id table ---------------------------------------------------------------
 
 size_t SequenceRecorder::home(wire::TensorId id) const {
-  return static_cast<size_t>(fmix(id)) & (ids_.size() - 1);
+  return static_cast<size_t>(fmix64(id)) & (ids_.size() - 1);
 }
 
 SequenceRecorder::IdEntry* SequenceRecorder::find_id(wire::TensorId id) {
