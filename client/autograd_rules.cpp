@@ -99,7 +99,6 @@ SaveMask save_other(uint32_t needs) {
 }
 SaveMask save_input0(uint32_t) { return 1u; }
 SaveMask save_input1(uint32_t) { return 2u; }
-SaveMask save_inputs01(uint32_t) { return 3u; }
 SaveMask save_output(uint32_t) { return kSaveOutput; }
 SaveMask save_input0_output(uint32_t) { return 1u | kSaveOutput; }
 SaveMask save_div(uint32_t needs) { return (needs & 2u) ? 3u : 2u; }

@@ -462,7 +462,7 @@ TEST_CASE("executor FromData copies the frame and checks its size", "[worker][un
 }
 
 TEST_CASE("executor failure messages name the worker, op, inputs and tensor", "[worker][unit]") {
-  Harness h(ExecutorOptions{3, at::kCPU, 0, quiet_logger()});
+  Harness h(ExecutorOptions{3, at::kCPU, 0, quiet_logger(), nullptr});
   const TensorId a = h.put(at::ones({2, 3}));
   const TensorId b = h.put(at::ones({3}, at::kLong));
   const TensorId c = h.put(at::ones({4}));
@@ -666,7 +666,7 @@ TEST_CASE("executor caps pending failures of a session that never syncs", "[work
 }
 
 TEST_CASE("executor capacity bounds outputs before allocating", "[worker][unit]") {
-  Harness h(ExecutorOptions{0, at::kCPU, 1 << 20, quiet_logger()});
+  Harness h(ExecutorOptions{0, at::kCPU, 1 << 20, quiet_logger(), nullptr});
   h.run({op(OpCode::Zeros, {1}, {}, {1 << 20}), op(OpCode::Zeros, {2}, {}, {16})});
   auto failures = h.sync();
   REQUIRE(failures.size() == 1);
@@ -715,7 +715,7 @@ TEST_CASE("executor answers malformed messages and never throws", "[worker][unit
     CHECK(failures[0].code == Status::Malformed);
   }
   SECTION("random instructions") {
-    Harness fuzz(ExecutorOptions{0, at::kCPU, 1 << 22, quiet_logger()});
+    Harness fuzz(ExecutorOptions{0, at::kCPU, 1 << 22, quiet_logger(), nullptr});
     std::mt19937_64 rng(42);
     auto pick = [&](int64_t lo, int64_t hi) {
       return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
