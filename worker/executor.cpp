@@ -226,7 +226,7 @@ void Executor::run_batch(uint64_t session, const wire::Batch& batch, std::span<z
   for (const wire::Instruction* in : *instructions) {
     if (!in) continue;
     try {
-      run_instruction(session, s, *in, ctx);
+      if (!(s.recorder && offer_compiled(session, s, *in, ctx))) run_instruction(session, s, *in, ctx);
     } catch (const std::exception& e) {
       // Only reply sending can get here (e.g. a socket closing at shutdown);
       // instruction failures are values.
@@ -239,6 +239,163 @@ void Executor::run_batch(uint64_t session, const wire::Batch& batch, std::span<z
                   session);
     }
     ++instructions_executed_;
+  }
+  // A unit is matched within one batch: its instructions point into this
+  // message, which the caller releases after we return.
+  if (!s.held.empty()) {
+    try {
+      flush_pending(session, s, ctx);
+    } catch (const std::exception& e) {
+      inputs_.clear();
+      log_->error("[worker.run_batch] session={} flush failed outside the op rules: {}", session,
+                  e.what());
+    }
+  }
+}
+
+// Note [compiled execution]
+// Once a chain this session promoted is compiled, every Op instruction is
+// offered to a ChainMatcher (Note [chain matching] in worker/jit/matcher.h).
+// While a unit is partly matched its ops and any Free instructions are held
+// (frees only release memory: deferring them never changes a result); an
+// upload runs at once (it reads nothing, and the unit reads its result as an
+// external). When the unit's last op matches, the compiled chain runs in place
+// of those ops and the held frees follow. Anything else flushes the held
+// instructions to eager execution, in order: a divergence, a Fetch or Sync
+// (they need the values), the end of the batch (held instructions point into
+// its message). The chain is compiled with every produced value escaping, so
+// every id the client may name later exists, exactly as in eager execution.
+// A compiled run that fails before it starts (bad externals) falls back to
+// eager; one that fails midway poisons the unit's outputs like an eager
+// failure and turns the JIT off for that chain (one warning).
+bool Executor::offer_compiled(uint64_t session_id, Session& s, const wire::Instruction& in,
+                              Context& ctx) {
+  if (!s.compiled) {
+    if (s.promoted.empty()) return false;
+    for (uint64_t digest : s.promoted) {
+      if (auto c = options_.jit->find(digest)) {
+        s.compiled = std::move(c);
+        s.matcher = std::make_unique<jit::ChainMatcher>(s.compiled->graph().chain);
+        break;
+      }
+    }
+    if (!s.compiled) return false;
+  }
+  switch (in.kind()) {
+    case wire::InstrKind::Free:
+      if (s.held.empty()) return false;
+      s.held.push_back(&in);
+      return true;
+    case wire::InstrKind::Fetch:
+    case wire::InstrKind::Sync:
+      if (!s.held.empty()) flush_pending(session_id, s, ctx);
+      return false;
+    case wire::InstrKind::Op:
+      break;
+    default:
+      return false;
+  }
+  if (in.op() == static_cast<uint16_t>(OpCode::FromData) && !s.held.empty()) return false;
+  const OpInfo* op = find_op(in.op());
+  if (!op || !valid_dtype_code(in.dtype())) {
+    if (!s.held.empty()) flush_pending(session_id, s, ctx);
+    return false;
+  }
+  const jit::LiveMeta live_meta = [&s](TensorId id) -> std::optional<TensorMeta> {
+    auto it = s.tensors.find(id);
+    if (it == s.tensors.end() || it->second.poison) return std::nullopt;
+    const at::Tensor& t = it->second.tensor;
+    const auto type = to_dtype(t.scalar_type());
+    if (!type) return std::nullopt;
+    return TensorMeta{Shape(t.sizes().begin(), t.sizes().end()), *type};
+  };
+  const jit::OfferedOp offered{op->code, wire::view(in.ints()), wire::view(in.floats()),
+                               static_cast<DType>(in.dtype()), wire::view(in.inputs()),
+                               wire::view(in.outputs())};
+  switch (s.matcher->offer(offered, live_meta)) {
+    case jit::ChainMatcher::Step::Continue:
+      s.held.push_back(&in);
+      return true;
+    case jit::ChainMatcher::Step::Complete:
+      s.held.push_back(&in);
+      run_compiled(session_id, s, ctx);
+      return true;
+    case jit::ChainMatcher::Step::Diverged:
+      break;
+  }
+  if (s.held.empty()) return false;
+  // The held unit was not this chain after all; this op may start the next.
+  flush_pending(session_id, s, ctx);
+  return offer_compiled(session_id, s, in, ctx);
+}
+
+void Executor::flush_pending(uint64_t session_id, Session& s, Context& ctx) {
+  std::vector<const wire::Instruction*> held;
+  held.swap(s.held);
+  if (s.matcher) s.matcher->reset();
+  for (const wire::Instruction* in : held) run_instruction(session_id, s, *in, ctx);
+}
+
+void Executor::run_compiled(uint64_t session_id, Session& s, Context& ctx) {
+  const jit::ChainMatcher& m = *s.matcher;
+  const jit::Chain& chain = m.chain();
+  std::vector<at::Tensor> externals;
+  externals.reserve(m.external_ids().size());
+  for (TensorId id : m.external_ids()) {
+    auto it = s.tensors.find(id);
+    if (it == s.tensors.end() || it->second.poison) {
+      flush_pending(session_id, s, ctx);  // eager reports it as it always does
+      return;
+    }
+    externals.push_back(it->second.tensor);
+  }
+  jit::RunOptions ro;
+  ro.device = options_.device;
+  for (const jit::ChainOp& op : chain.ops) {
+    if (op.op == OpCode::Randn || op.op == OpCode::Rand || op.op == OpCode::ManualSeed) {
+      ro.generator = &generator(s);
+      break;
+    }
+  }
+  ro.before_inplace = [this](const at::Tensor& t) {
+    if (t.device().is_cpu()) sends_->before_write(t.storage());  // Note [fetch buffers]
+  };
+  std::vector<at::Tensor> results;
+  try {
+    results = s.compiled->run(externals, ro);
+  } catch (const std::invalid_argument& e) {
+    // Checked before anything ran: eager takes over for this unit.
+    SPDLOG_LOGGER_DEBUG(log_, "[worker] JIT: compiled unit refused its inputs: {}", e.what());
+    flush_pending(session_id, s, ctx);
+    return;
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    log_->warn("[worker {}] JIT: a compiled chain failed while running, session={} goes back "
+               "to eager: {}", options_.worker, session_id, what);
+    auto f = std::make_shared<const FailureInfo>(wire::failure(
+        Status::ExecutionFailed,
+        gt::detail::cat("[worker ", options_.worker, "] compiled chain failed: ", what),
+        options_.worker, "compiled chain", m.produced_ids().empty() ? 0 : m.produced_ids()[0]));
+    for (TensorId id : m.produced_ids()) s.tensors.try_emplace(id, Slot{at::Tensor(), f});
+    record(s, *f);
+    s.promoted.clear();
+    s.compiled.reset();
+    s.matcher.reset();
+    for (const wire::Instruction* in : s.held) {
+      if (in->kind() == wire::InstrKind::Free) run_instruction(session_id, s, *in, ctx);
+    }
+    s.held.clear();
+    return;
+  }
+  const auto produced = m.produced_ids();
+  for (size_t p = 0; p < produced.size() && p < results.size(); ++p) {
+    if (results[p].defined()) s.tensors.emplace(produced[p], Slot{std::move(results[p]), nullptr});
+  }
+  options_.jit->count_run();
+  std::vector<const wire::Instruction*> held;
+  held.swap(s.held);
+  for (const wire::Instruction* in : held) {
+    if (in->kind() == wire::InstrKind::Free) run_instruction(session_id, s, *in, ctx);
   }
 }
 
@@ -278,6 +435,9 @@ void Executor::record_op(uint64_t session_id, Session& s, const wire::Instructio
     // Uploads carry payload frames: they run eagerly ahead of a compiled unit.
     jit::Chain chain = jit::without_uploads(s.recorder->chain(*d));
     if (chain.ops.size() < 2) return;  // nothing to fuse (e.g. repeated set-up ops)
+    // Every produced value escapes (Note [compiled execution]).
+    chain.escapes.assign(chain.escapes.size(), true);
+    s.promoted.push_back(chain.digest());
     options_.jit->submit(session_id, std::move(chain), d->repetitions);
   } catch (const std::exception& e) {
     // The JIT never fails the stream: this op already ran eagerly.

@@ -21,6 +21,7 @@
 #include "common/transport.h"
 #include "common/wire.h"
 #include "worker/jit/compile_service.h"
+#include "worker/jit/matcher.h"
 #include "worker/jit/recorder.h"
 
 namespace gt::worker {
@@ -114,12 +115,27 @@ class Executor {
     uint64_t dropped_failures = 0;           // past the pending cap
     std::optional<at::Generator> generator;  // created on first random op
     std::unique_ptr<jit::SequenceRecorder> recorder;  // with options_.jit only
+    // Note [compiled execution]: chains this session promoted, the ready one
+    // the stream is matched against, and the instructions of a partly matched
+    // unit (ops and deferred frees, stream order; all from the current batch).
+    std::vector<uint64_t> promoted;
+    std::shared_ptr<const jit::CompiledChain> compiled;
+    std::unique_ptr<jit::ChainMatcher> matcher;
+    std::vector<const wire::Instruction*> held;
   };
 
   struct Context;  // per-batch state (payload frames consumed, sink)
 
   void run_instruction(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
   void run_op(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
+  /// Note [compiled execution]: offers an instruction to the session's ready
+  /// compiled chain; true when it was consumed (buffered, or run as part of a
+  /// compiled unit), false when the caller runs it eagerly.
+  bool offer_compiled(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
+  /// Runs the buffered instructions of a partly matched unit eagerly, in order.
+  void flush_pending(uint64_t session_id, Session& s, Context& ctx);
+  /// Runs a fully matched unit with its compiled chain, then its deferred frees.
+  void run_compiled(uint64_t session_id, Session& s, Context& ctx);
   /// Feeds an executed op to the session's recorder and submits what it promotes.
   void record_op(uint64_t session_id, Session& s, const wire::Instruction& in, size_t inputs,
                  std::span<const TensorMeta> outputs);

@@ -72,6 +72,23 @@ TEST_CASE("a hot loop is compiled in the background and a second process hits th
     const std::string log = cluster.worker_log(0);
     CHECK_THAT(log, Catch::Contains("hot path detected") && Catch::Contains("fused groups"));
     CHECK_THAT(log, !Catch::Contains("(cache hit)") && !Catch::Contains("failed"));
+    // Now the compiled chain replaces eager execution of the loop body; the
+    // results stay LibTorch's, intermediates included (every id still exists).
+    gt::Tensor x = got;
+    gt::Tensor mid;
+    const gt::Tensor gb = to_gt(b);
+    for (int i = 0; i < 40; ++i) {
+      mid = x * 0.5 + gb;
+      x = (mid.relu() - 0.25).sigmoid() * 2.0;
+    }
+    at::Tensor tx = want, tmid;
+    for (int i = 0; i < 40; ++i) {
+      tmid = tx * 0.5 + b;
+      tx = (tmid.relu() - 0.25).sigmoid() * 2.0;
+    }
+    CHECK(at::allclose(fetch_double(x), tx.to(at::kDouble), 1e-5, 1e-6));
+    CHECK(at::allclose(fetch_double(mid), tmid.to(at::kDouble), 1e-5, 1e-6));
+    CHECK_THAT(cluster.worker_log(0), Catch::Contains("first compiled run"));
     gt::shutdown();
   }
   CHECK_FALSE(std::filesystem::is_empty(cache.path));

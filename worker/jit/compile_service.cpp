@@ -84,6 +84,11 @@ void CompileService::drain() {
   idle_.wait(lock, [&] { return stopping_ || (queue_.empty() && !busy_); });
 }
 
+void CompileService::count_run() {
+  std::lock_guard lock(mutex_);
+  if (stats_.runs++ == 0) debug_line("first compiled run");
+}
+
 JitStats CompileService::stats() const {
   std::lock_guard lock(mutex_);
   return stats_;

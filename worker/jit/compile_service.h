@@ -60,6 +60,7 @@ struct JitStats {
   uint64_t cache_hits = 0;   // of those, found in the on-disk cache
   uint64_t failures = 0;     // chains whose compile failed (they stay eager)
   uint64_t duplicates = 0;   // promoted chains already compiled or queued
+  uint64_t runs = 0;         // units executed by compiled chains instead of eagerly
 };
 
 /// Compiles promoted chains on a background thread.
@@ -83,6 +84,8 @@ class CompileService {
   /// Blocks until every job submitted so far has finished (tests, shutdown).
   void drain();
   JitStats stats() const;
+  /// Counts one unit executed by a compiled chain (executor thread).
+  void count_run();
   const JitOptions& options() const { return options_; }
   /// The worker index named in messages (known once the dispatcher welcomes us).
   void set_worker(int worker) { worker_.store(worker, std::memory_order_relaxed); }
