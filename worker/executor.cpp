@@ -318,7 +318,22 @@ bool Executor::offer_compiled(uint64_t session_id, Session& s, const wire::Instr
       return true;
     case jit::ChainMatcher::Step::Complete:
       s.held.push_back(&in);
-      run_compiled(session_id, s, ctx);
+      if (s.trial_units < 2 * kTrialUnits && s.trial_units % 2 == 1) {
+        // A timed eager run of the unit, to compare with the compiled ones.
+        const auto t0 = std::chrono::steady_clock::now();
+        flush_pending(session_id, s, ctx);
+        s.trial_eager_ns += (std::chrono::steady_clock::now() - t0).count();
+        end_trial_unit(s);
+        return true;
+      }
+      {
+        const auto t0 = std::chrono::steady_clock::now();
+        run_compiled(session_id, s, ctx);
+        if (s.trial_units < 2 * kTrialUnits && s.compiled) {
+          s.trial_compiled_ns += (std::chrono::steady_clock::now() - t0).count();
+          end_trial_unit(s);
+        }
+      }
       return true;
     case jit::ChainMatcher::Step::Diverged:
       break;
@@ -329,10 +344,26 @@ bool Executor::offer_compiled(uint64_t session_id, Session& s, const wire::Instr
   return offer_compiled(session_id, s, in, ctx);
 }
 
+void Executor::end_trial_unit(Session& s) {
+  if (++s.trial_units < 2 * kTrialUnits) return;
+  const double compiled_ms = 1e-6 * static_cast<double>(s.trial_compiled_ns) / kTrialUnits;
+  const double eager_ms = 1e-6 * static_cast<double>(s.trial_eager_ns) / kTrialUnits;
+  if (compiled_ms < eager_ms) {
+    options_.jit->report_trial(s.compiled->graph().chain.digest(), compiled_ms, eager_ms, true);
+    return;
+  }
+  // A compiled path must never make a program slower.
+  options_.jit->report_trial(s.compiled->graph().chain.digest(), compiled_ms, eager_ms, false);
+  s.promoted.clear();
+  s.compiled.reset();
+  s.matcher.reset();
+}
+
 void Executor::flush_pending(uint64_t session_id, Session& s, Context& ctx) {
   std::vector<const wire::Instruction*> held;
   held.swap(s.held);
   if (s.matcher) s.matcher->reset();
+  // The chain may have been dropped meanwhile: held ops still run, in order.
   for (const wire::Instruction* in : held) run_instruction(session_id, s, *in, ctx);
 }
 

@@ -122,6 +122,10 @@ class Executor {
     std::shared_ptr<const jit::CompiledChain> compiled;
     std::unique_ptr<jit::ChainMatcher> matcher;
     std::vector<const wire::Instruction*> held;
+    // The first matched units alternate compiled and eager runs and are timed;
+    // a chain that is not faster is dropped (Note [compiled execution]).
+    int trial_units = 0;
+    int64_t trial_compiled_ns = 0, trial_eager_ns = 0;
   };
 
   struct Context;  // per-batch state (payload frames consumed, sink)
@@ -132,6 +136,9 @@ class Executor {
   /// compiled chain; true when it was consumed (buffered, or run as part of a
   /// compiled unit), false when the caller runs it eagerly.
   bool offer_compiled(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
+  /// Counts one timed unit of a chain's trial; decides after kTrialUnits of each.
+  void end_trial_unit(Session& s);
+  static constexpr int kTrialUnits = 3;
   /// Runs the buffered instructions of a partly matched unit eagerly, in order.
   void flush_pending(uint64_t session_id, Session& s, Context& ctx);
   /// Runs a fully matched unit with its compiled chain, then its deferred frees.

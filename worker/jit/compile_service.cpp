@@ -1,5 +1,6 @@
 #include "worker/jit/compile_service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <exception>
@@ -87,6 +88,19 @@ void CompileService::drain() {
 void CompileService::count_run() {
   std::lock_guard lock(mutex_);
   if (stats_.runs++ == 0) debug_line("first compiled run");
+}
+
+void CompileService::report_trial(uint64_t digest, double compiled_ms, double eager_ms,
+                                  bool kept) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!kept) ++stats_.dropped;
+  }
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "%s: chain %s, compiled %.3f ms vs eager %.3f ms per unit (%.2fx)",
+                kept ? "speedup" : "dropped (not faster than eager)", hex(digest).c_str(),
+                compiled_ms, eager_ms, eager_ms / std::max(compiled_ms, 1e-9));
+  debug_line(buf);
 }
 
 JitStats CompileService::stats() const {

@@ -61,6 +61,7 @@ struct JitStats {
   uint64_t failures = 0;     // chains whose compile failed (they stay eager)
   uint64_t duplicates = 0;   // promoted chains already compiled or queued
   uint64_t runs = 0;         // units executed by compiled chains instead of eagerly
+  uint64_t dropped = 0;      // chains dropped after timing slower than eager
 };
 
 /// Compiles promoted chains on a background thread.
@@ -86,6 +87,9 @@ class CompileService {
   JitStats stats() const;
   /// Counts one unit executed by a compiled chain (executor thread).
   void count_run();
+  /// The outcome of a chain's timed trial against eager (executor thread):
+  /// kept when faster, else dropped for that session.
+  void report_trial(uint64_t digest, double compiled_ms, double eager_ms, bool kept);
   const JitOptions& options() const { return options_; }
   /// The worker index named in messages (known once the dispatcher welcomes us).
   void set_worker(int worker) { worker_.store(worker, std::memory_order_relaxed); }
