@@ -12,10 +12,10 @@
 //    compiles it (graph, CPU codegen, system compiler, on-disk cache) on its
 //    own thread and keeps the result by the chain's digest, so the same loop
 //    in another session, or a later run of the program, compiles nothing.
-// 3. Replacing eager execution of a unit by its compiled chain (matching the
-//    incoming stream against a ready chain, guards, verification, the
-//    slower-than-eager check) is the next step of issue 4; until then the
-//    compiled chains are built, cached and reported but the stream runs eagerly.
+// 3. Once a session's promoted chain is ready, the executor matches incoming
+//    instructions against it and runs matched units compiled instead of eagerly
+//    (Note [compiled execution] in worker/executor.cpp), after a timed trial
+//    against eager that drops chains that are not faster.
 
 #include <atomic>
 #include <condition_variable>
