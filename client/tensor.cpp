@@ -391,20 +391,24 @@ Tensor& Tensor::copy_(const Tensor& src) {
   apply_inplace(OpCode::CopyInplace, *this, &src);
   return *this;
 }
-Tensor& Tensor::addcmul_(const Tensor& t1, const Tensor& t2, Scalar value) {
+namespace {
+// addcmul_ / addcdiv_: self += value * (t1 op t2).
+void apply_addc(OpCode code, const Tensor& self, const Tensor& t1, const Tensor& t2,
+                Scalar value) {
   std::vector<int64_t> ints;
   std::vector<double> floats;
   client::scalar_attrs(value, ints, floats);
   const Tensor* others[] = {&t1, &t2};
-  apply_inplace(OpCode::AddcmulInplace, *this, others, std::move(ints), std::move(floats));
+  apply_inplace(code, self, others, std::move(ints), std::move(floats));
+}
+}  // namespace
+
+Tensor& Tensor::addcmul_(const Tensor& t1, const Tensor& t2, Scalar value) {
+  apply_addc(OpCode::AddcmulInplace, *this, t1, t2, value);
   return *this;
 }
 Tensor& Tensor::addcdiv_(const Tensor& t1, const Tensor& t2, Scalar value) {
-  std::vector<int64_t> ints;
-  std::vector<double> floats;
-  client::scalar_attrs(value, ints, floats);
-  const Tensor* others[] = {&t1, &t2};
-  apply_inplace(OpCode::AddcdivInplace, *this, others, std::move(ints), std::move(floats));
+  apply_addc(OpCode::AddcdivInplace, *this, t1, t2, value);
   return *this;
 }
 
