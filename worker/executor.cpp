@@ -275,6 +275,9 @@ bool Executor::offer_compiled(uint64_t session_id, Session& s, const wire::Instr
     for (uint64_t digest : s.promoted) {
       if (auto c = options_.jit->find(digest)) {
         s.compiled = std::move(c);
+        s.verified = false;
+        s.trial_units = 0;
+        s.trial_compiled_ns = s.trial_eager_ns = 0;
         s.matcher = std::make_unique<jit::ChainMatcher>(s.compiled->graph().chain);
         break;
       }
@@ -391,6 +394,22 @@ void Executor::run_compiled(uint64_t session_id, Session& s, Context& ctx) {
   ro.before_inplace = [this](const at::Tensor& t) {
     if (t.device().is_cpu()) sends_->before_write(t.storage());  // Note [fetch buffers]
   };
+  // GT_COMPILE_VERIFY: the chain's first unit also runs eagerly on copies of
+  // its inputs (not for random ops: the eager run would move the generator).
+  std::vector<at::Tensor> eager_inputs, eager_results;
+  if (options_.jit->options().verify && !s.verified && !ro.generator) {
+    s.verified = true;
+    try {
+      for (const at::Tensor& t : externals) eager_inputs.push_back(t.clone());
+      jit::RunOptions plain;
+      plain.device = options_.device;
+      eager_results = s.compiled->run_eager(eager_inputs, plain);
+    } catch (const std::exception& e) {
+      log_->warn("[worker {}] JIT: GT_COMPILE_VERIFY's eager run failed: {}", options_.worker,
+                 e.what());
+      eager_inputs.clear();
+    }
+  }
   std::vector<at::Tensor> results;
   try {
     results = s.compiled->run(externals, ro);
@@ -417,6 +436,22 @@ void Executor::run_compiled(uint64_t session_id, Session& s, Context& ctx) {
     }
     s.held.clear();
     return;
+  }
+  if (!eager_inputs.empty()) {
+    // Results and in-place updated inputs, compiled against eager.
+    std::vector<at::Tensor> want = eager_results, got = results;
+    want.insert(want.end(), eager_inputs.begin(), eager_inputs.end());
+    got.insert(got.end(), externals.begin(), externals.end());
+    double max_abs = 0;
+    for (size_t i = 0; i < want.size() && i < got.size(); ++i) {
+      if (!want[i].defined() || !got[i].defined() || want[i].sizes() != got[i].sizes() ||
+          !at::isFloatingType(want[i].scalar_type()) || want[i].numel() == 0) {
+        continue;
+      }
+      max_abs = std::max(max_abs, (want[i].to(at::kDouble) - got[i].to(at::kDouble))
+                                      .abs().max().item<double>());
+    }
+    options_.jit->report_verify(chain.digest(), max_abs, jit::compare_results(want, got));
   }
   const auto produced = m.produced_ids();
   for (size_t p = 0; p < produced.size() && p < results.size(); ++p) {

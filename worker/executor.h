@@ -125,6 +125,7 @@ class Executor {
     // The first matched units alternate compiled and eager runs and are timed;
     // a chain that is not faster is dropped (Note [compiled execution]).
     int trial_units = 0;
+    bool verified = false;  // GT_COMPILE_VERIFY ran for the current chain
     int64_t trial_compiled_ns = 0, trial_eager_ns = 0;
   };
 

@@ -103,16 +103,25 @@ TEST_CASE("a hot loop is compiled in the background and a second process hits th
   }
 }
 
-TEST_CASE("GT_COMPILE compiles a chain at its first repetition", "[jit][integration]") {
+TEST_CASE("GT_COMPILE compiles a chain at its first repetition and GT_COMPILE_VERIFY checks it",
+          "[jit][integration]") {
   TempDir cache;
   at::manual_seed(4);
   const at::Tensor x0 = at::randn({16}), b = at::randn({16});
-  gt::test::TestCluster cluster(1, jit_env(cache.path, "GT_COMPILE"));
+  auto env = jit_env(cache.path, "GT_COMPILE");
+  env["GT_COMPILE_VERIFY"] = "1";
+  gt::test::TestCluster cluster(1, env);
   gt::connect(cluster.endpoint());
   const gt::Tensor got = run_loop(4, x0, b);
   CHECK(at::allclose(fetch_double(got), torch_loop(4, x0, b).to(at::kDouble), 1e-5, 1e-6));
   REQUIRE(cluster.wait_worker_log(0, "compile done", 60s));
   CHECK_THAT(cluster.worker_log(0), Catch::Contains("repetitions"));
+  // Later iterations run compiled; the first compiled unit is verified against eager.
+  const gt::Tensor more = run_loop(20, x0, b);
+  CHECK(at::allclose(fetch_double(more), torch_loop(20, x0, b).to(at::kDouble), 1e-5, 1e-6));
+  REQUIRE(cluster.wait_worker_log(0, "verify: chain", 10s));
+  CHECK_THAT(cluster.worker_log(0), Catch::Contains("within tolerance") &&
+                                        !Catch::Contains("MISMATCH"));
   gt::shutdown();
 }
 

@@ -18,6 +18,7 @@ JitOptions jit_options_from_env() {
   o.compile_all = env_flag("GT_COMPILE");
   o.threshold = static_cast<int>(env_int("GT_HOTPATH_THRESHOLD", 10, 2, 1000000));
   o.debug = env_flag("GT_DEBUG_COMPILE");
+  o.verify = env_flag("GT_COMPILE_VERIFY");
   if (auto dir = env_string("GT_COMPILE_CACHE_DIR")) o.cache_dir = *dir;
   return o;
 }
@@ -101,6 +102,21 @@ void CompileService::report_trial(uint64_t digest, double compiled_ms, double ea
                 kept ? "speedup" : "dropped (not faster than eager)", hex(digest).c_str(),
                 compiled_ms, eager_ms, eager_ms / std::max(compiled_ms, 1e-9));
   debug_line(buf);
+}
+
+void CompileService::report_verify(uint64_t digest, double max_abs_difference,
+                                   const std::optional<std::string>& mismatch) {
+  char buf[128];
+  std::snprintf(buf, sizeof buf, "verify: chain %s, max abs difference %.3g vs eager",
+                hex(digest).c_str(), max_abs_difference);
+  std::string line = buf;
+  line += mismatch ? " MISMATCH: " + *mismatch : " (within tolerance)";
+  std::fprintf(stderr, "gt jit [worker %d] %s\n", worker_.load(), line.c_str());
+  std::fflush(stderr);
+  if (mismatch) {
+    log_->warn("[worker {}] JIT: GT_COMPILE_VERIFY: chain {} differs from eager: {}",
+               worker_.load(), hex(digest), *mismatch);
+  }
 }
 
 JitStats CompileService::stats() const {

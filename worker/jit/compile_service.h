@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -42,6 +43,7 @@ struct JitOptions {
   bool compile_all = false;         // GT_COMPILE: compile every chain at its first repetition
   int threshold = 10;               // GT_HOTPATH_THRESHOLD: repetitions before a chain is hot
   bool debug = false;               // GT_DEBUG_COMPILE: one stderr line per JIT event
+  bool verify = false;              // GT_COMPILE_VERIFY: run compiled and eager once, compare
   std::filesystem::path cache_dir;  // GT_COMPILE_CACHE_DIR (empty: default_cache_dir())
 
   bool enabled() const { return auto_compile || compile_all; }
@@ -90,6 +92,10 @@ class CompileService {
   /// The outcome of a chain's timed trial against eager (executor thread):
   /// kept when faster, else dropped for that session.
   void report_trial(uint64_t digest, double compiled_ms, double eager_ms, bool kept);
+  /// GT_COMPILE_VERIFY's report for a chain's first compiled unit: always one
+  /// stderr line; a mismatch beyond tolerance also warns.
+  void report_verify(uint64_t digest, double max_abs_difference,
+                     const std::optional<std::string>& mismatch);
   const JitOptions& options() const { return options_; }
   /// The worker index named in messages (known once the dispatcher welcomes us).
   void set_worker(int worker) { worker_.store(worker, std::memory_order_relaxed); }
