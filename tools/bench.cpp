@@ -154,9 +154,9 @@ std::vector<double> gt_sync_us(int iters) {
 }  // namespace
 
 void add_bench_options(CLI::App& app, BenchOptions& o) {
-  app.add_option("which", o.which, "throughput, latency, train or all")
+  app.add_option("which", o.which, "throughput, latency, train, jit or all")
       ->capture_default_str()
-      ->check(CLI::IsMember({"throughput", "latency", "train", "all"}));
+      ->check(CLI::IsMember({"throughput", "latency", "train", "jit", "all"}));
   app.add_option("--ops", o.ops, "Ops issued before the fetch (throughput)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000000));
@@ -182,6 +182,7 @@ int run_bench(const BenchOptions& o) {
     const bool thr = o.which == "all" || o.which == "throughput";
     const bool lat = o.which == "all" || o.which == "latency";
     const bool train = o.which == "all" || o.which == "train";
+    const bool jit = o.which == "all" || o.which == "jit";
     std::vector<double> raw;
     if (lat) raw = raw_pingpong_us(o.iters);  // forks: before any gt thread
 
@@ -222,6 +223,19 @@ int run_bench(const BenchOptions& o) {
       json += "\"gt_step_ms\":" + std::to_string(t.gt_ms) +
               ",\"libtorch_step_ms\":" + std::to_string(t.libtorch_ms) +
               ",\"train_step_ratio\":" + std::to_string(t.gt_ms / t.libtorch_ms);
+    }
+    if (jit) {
+      // Uses --elems when given on the command line for this bench, else 1M.
+      const int64_t elems = o.which == "jit" && o.elems != 64 ? o.elems : int64_t{1} << 20;
+      const JitBenchResult j = bench_jit_loop(elems, 100);
+      std::printf(
+          "jit: 8-op elementwise loop on %lld floats: eager %.3f ms/iter, GT_AUTO_COMPILE=1 "
+          "%.3f ms/iter, speedup %.2fx (target >= 4)\n",
+          static_cast<long long>(elems), j.eager_ms, j.jit_ms, j.eager_ms / j.jit_ms);
+      if (json.size() > 1) json += ",";
+      json += "\"jit_eager_ms\":" + std::to_string(j.eager_ms) +
+              ",\"jit_ms\":" + std::to_string(j.jit_ms) +
+              ",\"jit_speedup\":" + std::to_string(j.eager_ms / j.jit_ms);
     }
     std::printf("RESULT %s}\n", json.c_str());
     gt::shutdown();

@@ -11,7 +11,7 @@ class App;
 namespace gt::tools {
 
 struct BenchOptions {
-  std::string which = "all";  // throughput | latency | train | all
+  std::string which = "all";  // throughput | latency | train | jit | all
   int ops = 100000;           // throughput: ops issued before the one fetch
   int elems = 64;             // throughput: elements per tensor
   int iters = 2000;           // latency: round trips measured
@@ -25,6 +25,18 @@ struct TrainBenchResult {
   double gt_ms;
   double libtorch_ms;
 };
+
+/// Milliseconds per iteration of the 8-op elementwise loop, eager and with
+/// GT_AUTO_COMPILE=1.
+struct JitBenchResult {
+  double eager_ms;
+  double jit_ms;
+};
+
+/// `gt bench jit` (tools/bench_jit.cpp): the loop on `elems` floats, `iters`
+/// iterations per side; ends the current session (each side starts its own
+/// local cluster).
+JitBenchResult bench_jit_loop(int64_t elems, int iters);
 
 /// `gt bench train` (tools/bench_train.cpp): best of `repeats` runs of `steps`
 /// steps each, interleaved.
