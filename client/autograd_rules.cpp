@@ -105,14 +105,26 @@ SaveMask save_div(uint32_t needs) { return (needs & 2u) ? 3u : 2u; }
 
 // ---- elementwise, tensor with tensor ----
 
+// a + alpha * b and a - alpha * b: alpha is the optional number operand of
+// add_/sub_ (none = 1, and the out-of-place ops have none).
+Scalar alpha_of(const Ctx& c) {
+  return c.ints().empty() && c.floats().empty() ? Scalar(int64_t{1}) : c.scalar();
+}
+
+// g * alpha * sign, without a multiplication where it is the identity.
+Tensor scaled(const Tensor& g, Scalar alpha, int sign) {
+  if (alpha.is_integral() && alpha.to_int() == 1) return sign > 0 ? g : -g;
+  return g * (alpha.is_integral() ? Scalar(sign * alpha.to_int()) : Scalar(sign * alpha.to_double()));
+}
+
 void add_backward(Ctx& c) {
   if (c.needs(0)) c.grads[0] = sum_to(c.grad(), c.input(0).shape);
-  if (c.needs(1)) c.grads[1] = sum_to(c.grad(), c.input(1).shape);
+  if (c.needs(1)) c.grads[1] = sum_to(scaled(c.grad(), alpha_of(c), 1), c.input(1).shape);
 }
 
 void sub_backward(Ctx& c) {
   if (c.needs(0)) c.grads[0] = sum_to(c.grad(), c.input(0).shape);
-  if (c.needs(1)) c.grads[1] = sum_to(-c.grad(), c.input(1).shape);
+  if (c.needs(1)) c.grads[1] = sum_to(scaled(c.grad(), alpha_of(c), -1), c.input(1).shape);
 }
 
 void mul_backward(Ctx& c) {
@@ -388,27 +400,6 @@ void index_add_backward(Ctx& c) {
 
 // ---- in-place (inputs: self before the op, other) ----
 
-// add_/sub_ with alpha (none = 1): self + alpha * other.
-Scalar alpha_of(const Ctx& c) {
-  return c.ints().empty() && c.floats().empty() ? Scalar(int64_t{1}) : c.scalar();
-}
-
-// g * alpha * sign, without a multiplication where it is the identity.
-Tensor scaled(const Tensor& g, Scalar alpha, int sign) {
-  if (alpha.is_integral() && alpha.to_int() == 1) return sign > 0 ? g : -g;
-  return g * (alpha.is_integral() ? Scalar(sign * alpha.to_int()) : Scalar(sign * alpha.to_double()));
-}
-
-void add_inplace_backward(Ctx& c) {
-  if (c.needs(0)) c.grads[0] = c.grad();
-  if (c.needs(1)) c.grads[1] = sum_to(scaled(c.grad(), alpha_of(c), 1), c.input(1).shape);
-}
-
-void sub_inplace_backward(Ctx& c) {
-  if (c.needs(0)) c.grads[0] = c.grad();
-  if (c.needs(1)) c.grads[1] = sum_to(scaled(c.grad(), alpha_of(c), -1), c.input(1).shape);
-}
-
 // addcmul_: self + v * t1 * t2.
 SaveMask save_addcmul(uint32_t needs) {
   SaveMask m = 0;
@@ -499,9 +490,9 @@ constexpr BackwardRule kRules[] = {
     rule(OpCode::View, nullptr, reshape_backward),
     rule(OpCode::Transpose, nullptr, transpose_backward),
     rule(OpCode::Slice, nullptr, slice_backward),
-    rule(OpCode::AddInplace, nullptr, add_inplace_backward),
+    rule(OpCode::AddInplace, nullptr, add_backward),
     rule(OpCode::AddScalarInplace, nullptr, identity_backward),
-    rule(OpCode::SubInplace, nullptr, sub_inplace_backward),
+    rule(OpCode::SubInplace, nullptr, sub_backward),
     rule(OpCode::SubScalarInplace, nullptr, identity_backward),
     rule(OpCode::MulInplace, save_other, mul_inplace_backward),
     rule(OpCode::MulScalarInplace, nullptr, mul_scalar_backward),
