@@ -307,10 +307,7 @@ bool Executor::offer_compiled(uint64_t session_id, Session& s, const wire::Instr
   const jit::LiveMeta live_meta = [&s](TensorId id) -> std::optional<TensorMeta> {
     auto it = s.tensors.find(id);
     if (it == s.tensors.end() || it->second.poison) return std::nullopt;
-    const at::Tensor& t = it->second.tensor;
-    const auto type = to_dtype(t.scalar_type());
-    if (!type) return std::nullopt;
-    return TensorMeta{Shape(t.sizes().begin(), t.sizes().end()), *type};
+    return meta_of(it->second.tensor);
   };
   const jit::OfferedOp offered{op->code, wire::view(in.ints()), wire::view(in.floats()),
                                static_cast<DType>(in.dtype()), wire::view(in.inputs()),
@@ -351,12 +348,10 @@ void Executor::end_trial_unit(Session& s) {
   if (++s.trial_units < 2 * kTrialUnits) return;
   const double compiled_ms = 1e-6 * static_cast<double>(s.trial_compiled_ns) / kTrialUnits;
   const double eager_ms = 1e-6 * static_cast<double>(s.trial_eager_ns) / kTrialUnits;
-  if (compiled_ms < eager_ms) {
-    options_.jit->report_trial(s.compiled->graph().chain.digest(), compiled_ms, eager_ms, true);
-    return;
-  }
+  const bool faster = compiled_ms < eager_ms;
+  options_.jit->report_trial(s.compiled->graph().chain.digest(), compiled_ms, eager_ms, faster);
+  if (faster) return;
   // A compiled path must never make a program slower.
-  options_.jit->report_trial(s.compiled->graph().chain.digest(), compiled_ms, eager_ms, false);
   s.promoted.clear();
   s.compiled.reset();
   s.matcher.reset();
@@ -431,10 +426,7 @@ void Executor::run_compiled(uint64_t session_id, Session& s, Context& ctx) {
     s.promoted.clear();
     s.compiled.reset();
     s.matcher.reset();
-    for (const wire::Instruction* in : s.held) {
-      if (in->kind() == wire::InstrKind::Free) run_instruction(session_id, s, *in, ctx);
-    }
-    s.held.clear();
+    run_held_frees(session_id, s, ctx);
     return;
   }
   if (!eager_inputs.empty()) {
@@ -458,6 +450,10 @@ void Executor::run_compiled(uint64_t session_id, Session& s, Context& ctx) {
     if (results[p].defined()) s.tensors.emplace(produced[p], Slot{std::move(results[p]), nullptr});
   }
   options_.jit->count_run();
+  run_held_frees(session_id, s, ctx);
+}
+
+void Executor::run_held_frees(uint64_t session_id, Session& s, Context& ctx) {
   std::vector<const wire::Instruction*> held;
   held.swap(s.held);
   for (const wire::Instruction* in : held) {

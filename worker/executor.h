@@ -144,6 +144,8 @@ class Executor {
   void flush_pending(uint64_t session_id, Session& s, Context& ctx);
   /// Runs a fully matched unit with its compiled chain, then its deferred frees.
   void run_compiled(uint64_t session_id, Session& s, Context& ctx);
+  /// Ends a held unit whose ops ran compiled (or failed): runs its deferred frees.
+  void run_held_frees(uint64_t session_id, Session& s, Context& ctx);
   /// Feeds an executed op to the session's recorder and submits what it promotes.
   void record_op(uint64_t session_id, Session& s, const wire::Instruction& in, size_t inputs,
                  std::span<const TensorMeta> outputs);

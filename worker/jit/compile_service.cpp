@@ -65,12 +65,12 @@ void CompileService::submit(uint64_t session, Chain chain, uint32_t repetitions)
     std::lock_guard lock(mutex_);
     ++stats_.detected;
     bool known = chains_.contains(digest);
-    for (const Job& j : queue_) known |= j.chain.digest() == digest;
+    for (const Job& j : queue_) known |= j.digest == digest;
     if (known) {
       ++stats_.duplicates;
       return;
     }
-    queue_.push_back(Job{session, std::move(chain), repetitions});
+    queue_.push_back(Job{session, std::move(chain), digest, repetitions});
   }
   wake_.notify_one();
 }
@@ -148,7 +148,7 @@ void CompileService::loop() {
 }
 
 void CompileService::compile(Job& job) {
-  const uint64_t digest = job.chain.digest();
+  const uint64_t digest = job.digest;
   const std::string name = hex(digest);
   debug_line("hot path detected: chain " + name + ", " + std::to_string(job.chain.ops.size()) +
              " ops, " + std::to_string(job.repetitions) + " repetitions, session " +

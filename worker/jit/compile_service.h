@@ -104,6 +104,7 @@ class CompileService {
   struct Job {
     uint64_t session;
     Chain chain;
+    uint64_t digest;  // chain.digest(), computed once
     uint32_t repetitions;
   };
   void loop();
