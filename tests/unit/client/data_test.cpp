@@ -419,19 +419,7 @@ TEST_CASE("DataLoader checks its arguments without a cluster", "[data][unit]") {
 
 namespace {
 
-struct Connected {
-  gt::test::FakeDispatcher fake;
-  Connected() {
-    gt::client::SessionOptions o;
-    o.endpoint = fake.endpoint();
-    o.heartbeat_interval = 50ms;
-    o.heartbeat_timeout = 2000ms;
-    o.connect_timeout = 2000ms;
-    o.batch_max_delay = 10s;
-    gt::client::connect(o);
-  }
-  ~Connected() { gt::shutdown(); }
-};
+using Connected = gt::test::FakeSession;
 
 // A dataset whose sample i has pixels {i, i + 0.5} and label i % 3.
 Dataset numbered(int64_t n) {

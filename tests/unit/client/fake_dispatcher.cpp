@@ -2,6 +2,9 @@
 
 #include <cstring>
 
+#include <gt/session.h>
+
+#include "client/internal/api.h"
 #include "common/shape.h"
 #include "common/transport.h"
 
@@ -226,6 +229,28 @@ void FakeDispatcher::process(const wire::Instr& in, std::vector<zmq::message_t>&
       return;
     }
   }
+}
+
+FakeSession::FakeSession() {
+  using namespace std::chrono_literals;
+  client::SessionOptions o;
+  o.endpoint = fake.endpoint();
+  o.heartbeat_interval = 50ms;
+  o.heartbeat_timeout = 2000ms;
+  o.connect_timeout = 2000ms;
+  o.batch_max_delay = 10s;
+  client::connect(o);
+}
+
+FakeSession::~FakeSession() { gt::shutdown(); }
+
+std::vector<wire::Instr> FakeSession::ops() {
+  gt::synchronize();
+  std::vector<wire::Instr> out;
+  for (auto& in : fake.instructions()) {
+    if (in.kind == wire::InstrKind::Op) out.push_back(in);
+  }
+  return out;
 }
 
 }  // namespace gt::test

@@ -110,4 +110,16 @@ class FakeDispatcher {
   bool bye_ = false;
 };
 
+/// The process's gt session, connected to a fresh FakeDispatcher for one test
+/// case (long batch delay: batches leave at sync points); shut down on destruction.
+struct FakeSession {
+  FakeDispatcher fake;
+  FakeSession();
+  ~FakeSession();
+  FakeSession(const FakeSession&) = delete;
+  FakeSession& operator=(const FakeSession&) = delete;
+  /// Every Op instruction the fake received, after a sync.
+  std::vector<wire::Instr> ops();
+};
+
 }  // namespace gt::test

@@ -15,34 +15,7 @@ using gt::test::FakeDispatcher;
 using gt::wire::Instr;
 using gt::wire::InstrKind;
 
-namespace {
-
-// The process's session, connected to a fake dispatcher for one test case.
-struct Connected {
-  FakeDispatcher fake;
-  Connected() {
-    gt::client::SessionOptions o;
-    o.endpoint = fake.endpoint();
-    o.heartbeat_interval = 50ms;
-    o.heartbeat_timeout = 2000ms;
-    o.connect_timeout = 2000ms;
-    o.batch_max_delay = 10s;
-    gt::client::connect(o);
-  }
-  ~Connected() { gt::shutdown(); }
-
-  // Every Op instruction the fake received, after a sync.
-  std::vector<Instr> ops() {
-    gt::synchronize();
-    std::vector<Instr> out;
-    for (auto& in : fake.instructions()) {
-      if (in.kind == InstrKind::Op) out.push_back(in);
-    }
-    return out;
-  }
-};
-
-}  // namespace
+using Connected = gt::test::FakeSession;
 
 TEST_CASE("creation checks shapes before touching the session", "[tensor][unit]") {
   REQUIRE(gt::client::session_if_started() == nullptr);
