@@ -151,9 +151,21 @@ void free_fetch_hold(void*, void* hint) noexcept {
 }  // namespace
 
 struct Executor::Context {
+  Context(std::span<zmq::message_t> d, const ReplySink& s, const wire::Batch* b)
+      : data(d), sink(s), batch(b) {}
   std::span<zmq::message_t> data;
   std::vector<bool> consumed;  // data frames taken by FromData (sized on first use)
   const ReplySink& sink;
+  const wire::Batch* batch = nullptr;
+  uint32_t position = 0;  // index of the instruction being run in batch
+  // Note [dead values]: ids the batch frees -> first Free position and the
+  // last position of another instruction naming them (built on first need).
+  struct Liveness {
+    uint32_t freed_at;
+    uint32_t last_named = 0;
+  };
+  bool liveness_built = false;
+  std::unordered_map<TensorId, Liveness> liveness;
 };
 
 Executor::Executor(ExecutorOptions options)
@@ -222,9 +234,13 @@ void Executor::run_batch(uint64_t session, const wire::Batch& batch, std::span<z
   }
   const auto* instructions = batch.instructions();
   if (!instructions) return;
-  Context ctx{data, {}, sink};
+  Context ctx(data, sink, &batch);
+  if (s.pending_promotions > 0) refresh_promoted(s);
   for (const wire::Instruction* in : *instructions) {
-    if (!in) continue;
+    if (!in) {
+      ++ctx.position;
+      continue;
+    }
     try {
       if (!(s.recorder && offer_compiled(session, s, *in, ctx))) run_instruction(session, s, *in, ctx);
     } catch (const std::exception& e) {
@@ -239,6 +255,7 @@ void Executor::run_batch(uint64_t session, const wire::Batch& batch, std::span<z
                   session);
     }
     ++instructions_executed_;
+    ++ctx.position;
   }
   // A unit is matched within one batch: its instructions point into this
   // message, which the caller releases after we return.
@@ -251,39 +268,41 @@ void Executor::run_batch(uint64_t session, const wire::Batch& batch, std::span<z
                   e.what());
     }
   }
+  if (!s.detections.empty()) promote_detections(session, s);
 }
 
 // Note [compiled execution]
-// Once a chain this session promoted is compiled, every Op instruction is
-// offered to a ChainMatcher (Note [chain matching] in worker/jit/matcher.h).
-// While a unit is partly matched its ops and any Free instructions are held
-// (frees only release memory: deferring them never changes a result); an
-// upload runs at once (it reads nothing, and the unit reads its result as an
-// external). When the unit's last op matches, the compiled chain runs in place
-// of those ops and the held frees follow. Anything else flushes the held
-// instructions to eager execution, in order: a divergence, a Fetch or Sync
-// (they need the values), the end of the batch (held instructions point into
-// its message). The chain is compiled with every produced value escaping, so
-// every id the client may name later exists, exactly as in eager execution.
-// A compiled run that fails before it starts (bad externals) falls back to
-// eager; one that fails midway poisons the unit's outputs like an eager
-// failure and turns the JIT off for that chain (one warning).
+// Once a unit this session promoted is compiled, every Op instruction is
+// offered to ChainMatchers (Note [chain matching] in worker/jit/matcher.h):
+// the one of the unit being matched, or, between units, each ready unit in
+// turn (a loop whose last batch is smaller has two shapes of its body, each
+// a promoted unit). While a unit is partly matched its ops and any Free
+// instructions are held (frees only release memory: deferring them never
+// changes a result); an upload runs at once (it reads nothing, and the unit
+// reads its result as an external). When the unit's last op matches, a
+// compiled variant runs in place of those ops (Note [dead values]) and the
+// held frees follow. Anything else flushes the held instructions to eager
+// execution, in order: a divergence, a Fetch or Sync (they need the values),
+// the end of the batch (held instructions point into its message). A compiled
+// run that fails before it starts (bad externals) falls back to eager; one
+// that fails midway poisons the unit's outputs like an eager failure and
+// turns the JIT off for that unit (one warning).
+//
+// Note [dead values]
+// Each promoted unit has two compiled variants. `escaping` materialises every
+// value the unit produces, so every id the client may name later exists, as
+// in eager execution. `elided` leaves out the values the recorder saw freed
+// in every observed iteration and read by nothing after the unit; fused
+// kernels then never write them, which is most of fusion's gain on large
+// tensors. The elided variant runs only when this batch proves those values
+// dead: each one's id is in a Free instruction of the batch (the client
+// sends the frees issued while a batch was open at its end, Note [tensor
+// release batching] in client/internal/session.h) and no instruction between
+// the unit and that Free names it. Otherwise the escaping variant runs. Ids
+// are never reused, so nothing after the Free can name the value either.
 bool Executor::offer_compiled(uint64_t session_id, Session& s, const wire::Instruction& in,
                               Context& ctx) {
-  if (!s.compiled) {
-    if (s.promoted.empty()) return false;
-    for (uint64_t digest : s.promoted) {
-      if (auto c = options_.jit->find(digest)) {
-        s.compiled = std::move(c);
-        s.verified = false;
-        s.trial_units = 0;
-        s.trial_compiled_ns = s.trial_eager_ns = 0;
-        s.matcher = std::make_unique<jit::ChainMatcher>(s.compiled->graph().chain);
-        break;
-      }
-    }
-    if (!s.compiled) return false;
-  }
+  if (s.promoted.empty()) return false;
   switch (in.kind()) {
     case wire::InstrKind::Free:
       if (s.held.empty()) return false;
@@ -312,69 +331,155 @@ bool Executor::offer_compiled(uint64_t session_id, Session& s, const wire::Instr
   const jit::OfferedOp offered{op->code, wire::view(in.ints()), wire::view(in.floats()),
                                static_cast<DType>(in.dtype()), wire::view(in.inputs()),
                                wire::view(in.outputs())};
-  switch (s.matcher->offer(offered, live_meta)) {
-    case jit::ChainMatcher::Step::Continue:
-      s.held.push_back(&in);
-      return true;
-    case jit::ChainMatcher::Step::Complete:
-      s.held.push_back(&in);
-      if (s.trial_units < 2 * kTrialUnits && s.trial_units % 2 == 1) {
-        // A timed eager run of the unit, to compare with the compiled ones.
-        const auto t0 = std::chrono::steady_clock::now();
-        flush_pending(session_id, s, ctx);
-        s.trial_eager_ns += (std::chrono::steady_clock::now() - t0).count();
-        end_trial_unit(s);
-        return true;
-      }
-      {
-        const auto t0 = std::chrono::steady_clock::now();
-        run_compiled(session_id, s, ctx);
-        if (s.trial_units < 2 * kTrialUnits && s.compiled) {
-          s.trial_compiled_ns += (std::chrono::steady_clock::now() - t0).count();
-          end_trial_unit(s);
-        }
-      }
-      return true;
-    case jit::ChainMatcher::Step::Diverged:
-      break;
+  Promoted* unit = s.active;
+  jit::ChainMatcher::Step step = jit::ChainMatcher::Step::Diverged;
+  if (unit) {
+    step = unit->matcher->offer(offered, live_meta);
+    // The held unit was not this chain after all; this op may start another.
+    if (step == jit::ChainMatcher::Step::Diverged) flush_pending(session_id, s, ctx);
   }
-  if (s.held.empty()) return false;
-  // The held unit was not this chain after all; this op may start the next.
-  flush_pending(session_id, s, ctx);
-  return offer_compiled(session_id, s, in, ctx);
+  if (step == jit::ChainMatcher::Step::Diverged) {
+    unit = nullptr;
+    for (const auto& p : s.promoted) {
+      if (!p->matcher || p->failed) continue;
+      step = p->matcher->offer(offered, live_meta);
+      if (step != jit::ChainMatcher::Step::Diverged) {
+        unit = p.get();
+        s.active = unit;
+        s.held_start = ctx.position;
+        break;
+      }
+    }
+    if (!unit) return false;
+  }
+  s.held.push_back(&in);
+  if (step == jit::ChainMatcher::Step::Continue) return true;
+  // Complete: the whole unit is held.
+  const int trial = options_.jit->options().trial_units;
+  if (unit->trial_units < 2 * trial && unit->trial_units % 2 == 1) {
+    // A timed eager run of the unit, to compare with the compiled ones.
+    const auto t0 = std::chrono::steady_clock::now();
+    flush_pending(session_id, s, ctx);
+    unit->trial_eager_ns += (std::chrono::steady_clock::now() - t0).count();
+    end_trial_unit(s, *unit);
+    return true;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool ran = run_compiled(session_id, s, *unit, ctx);
+  if (ran && unit->trial_units < 2 * trial && !unit->failed) {
+    unit->trial_compiled_ns += (std::chrono::steady_clock::now() - t0).count();
+    end_trial_unit(s, *unit);
+  }
+  return true;
 }
 
-void Executor::end_trial_unit(Session& s) {
-  if (++s.trial_units < 2 * kTrialUnits) return;
-  const double compiled_ms = 1e-6 * static_cast<double>(s.trial_compiled_ns) / kTrialUnits;
-  const double eager_ms = 1e-6 * static_cast<double>(s.trial_eager_ns) / kTrialUnits;
+void Executor::refresh_promoted(Session& s) {
+  size_t pending = 0;
+  // Ready: the compiled chain; failed (or never queued): nullopt stays, and
+  // the digest is cleared so it is not asked again.
+  auto poll = [&](uint64_t& digest, std::shared_ptr<const jit::CompiledChain>& out) {
+    if (digest == 0 || out) return;
+    switch (options_.jit->state(digest)) {
+      case jit::ChainState::Ready: out = options_.jit->find(digest); break;
+      case jit::ChainState::Pending: ++pending; break;
+      case jit::ChainState::Failed:
+      case jit::ChainState::Unknown: digest = 0; break;
+    }
+  };
+  for (const auto& p : s.promoted) {
+    if (p->failed) continue;
+    poll(p->digests.elided, p->elided);
+    poll(p->digests.escaping, p->escaping);
+    if (!p->escaping && !p->elided && p->digests.escaping == 0 && p->digests.elided == 0) {
+      p->failed = true;  // neither variant compiled
+      continue;
+    }
+    // Both variants have the same ops: either one's chain serves the matcher.
+    if (!p->matcher && (p->escaping || p->elided)) {
+      const jit::CompiledChain& c = p->escaping ? *p->escaping : *p->elided;
+      p->matcher = std::make_unique<jit::ChainMatcher>(c.graph().chain);
+    }
+  }
+  s.pending_promotions = pending;
+}
+
+void Executor::end_trial_unit(Session& s, Promoted& p) {
+  const int trial = options_.jit->options().trial_units;
+  if (++p.trial_units < 2 * trial) return;
+  const double compiled_ms = 1e-6 * static_cast<double>(p.trial_compiled_ns) / trial;
+  const double eager_ms = 1e-6 * static_cast<double>(p.trial_eager_ns) / trial;
   const bool faster = compiled_ms < eager_ms;
-  options_.jit->report_trial(s.compiled->graph().chain.digest(), compiled_ms, eager_ms, faster);
+  options_.jit->report_trial(p.digests.escaping, compiled_ms, eager_ms, faster);
   if (faster) return;
   // A compiled path must never make a program slower.
-  s.promoted.clear();
-  s.compiled.reset();
-  s.matcher.reset();
+  p.failed = true;
+  if (s.active == &p) s.active = nullptr;
 }
 
 void Executor::flush_pending(uint64_t session_id, Session& s, Context& ctx) {
   std::vector<const wire::Instruction*> held;
   held.swap(s.held);
-  if (s.matcher) s.matcher->reset();
-  // The chain may have been dropped meanwhile: held ops still run, in order.
+  if (s.active) s.active->matcher->reset();
+  s.active = nullptr;
+  // The unit may have been dropped meanwhile: held ops still run, in order.
   for (const wire::Instruction* in : held) run_instruction(session_id, s, *in, ctx);
 }
 
-void Executor::run_compiled(uint64_t session_id, Session& s, Context& ctx) {
-  const jit::ChainMatcher& m = *s.matcher;
-  const jit::Chain& chain = m.chain();
+bool Executor::dead_after_unit(const jit::Chain& chain, const jit::ChainMatcher& m,
+                               uint32_t unit_start, Context& ctx) {
+  if (!ctx.batch || !ctx.batch->instructions()) return false;
+  const auto& instructions = *ctx.batch->instructions();
+  if (!ctx.liveness_built) {
+    ctx.liveness_built = true;
+    for (uint32_t i = 0; i < instructions.size(); ++i) {
+      const wire::Instruction* in = instructions[i];
+      if (!in || in->kind() != wire::InstrKind::Free) continue;
+      for (TensorId id : wire::view(in->inputs())) ctx.liveness.try_emplace(id, Context::Liveness{i});
+    }
+    if (!ctx.liveness.empty()) {
+      auto name = [&ctx](TensorId id, uint32_t i) {
+        if (auto it = ctx.liveness.find(id); it != ctx.liveness.end()) it->second.last_named = i;
+      };
+      for (uint32_t i = 0; i < instructions.size(); ++i) {
+        const wire::Instruction* in = instructions[i];
+        if (!in || in->kind() == wire::InstrKind::Free) continue;
+        for (TensorId id : wire::view(in->inputs())) name(id, i);
+        for (TensorId id : wire::view(in->outputs())) name(id, i);
+      }
+    }
+  }
+  const auto produced = m.produced_ids();
+  for (size_t k = 0; k < chain.escapes.size() && k < produced.size(); ++k) {
+    if (chain.escapes[k]) continue;
+    auto it = ctx.liveness.find(produced[k]);
+    if (it == ctx.liveness.end() || it->second.freed_at < unit_start ||
+        it->second.last_named > ctx.position) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool Executor::run_compiled(uint64_t session_id, Session& s, Promoted& unit, Context& ctx) {
+  const jit::ChainMatcher& m = *unit.matcher;
+  const jit::CompiledChain* compiled = unit.escaping.get();
+  if (unit.elided && dead_after_unit(unit.elided->graph().chain, m, s.held_start, ctx)) {
+    compiled = unit.elided.get();
+  }
+  if (!compiled) {
+    // Only the elided variant is ready and this unit's values do not all die.
+    flush_pending(session_id, s, ctx);
+    return false;
+  }
+  const jit::Chain& chain = compiled->graph().chain;
   std::vector<at::Tensor> externals;
   externals.reserve(m.external_ids().size());
   for (TensorId id : m.external_ids()) {
     auto it = s.tensors.find(id);
     if (it == s.tensors.end() || it->second.poison) {
+      options_.jit->count_fallback();
       flush_pending(session_id, s, ctx);  // eager reports it as it always does
-      return;
+      return false;
     }
     externals.push_back(it->second.tensor);
   }
@@ -389,16 +494,17 @@ void Executor::run_compiled(uint64_t session_id, Session& s, Context& ctx) {
   ro.before_inplace = [this](const at::Tensor& t) {
     if (t.device().is_cpu()) sends_->before_write(t.storage());  // Note [fetch buffers]
   };
-  // GT_COMPILE_VERIFY: the chain's first unit also runs eagerly on copies of
-  // its inputs (not for random ops: the eager run would move the generator).
+  // GT_COMPILE_VERIFY: the unit's first compiled run also runs eagerly on
+  // copies of its inputs (not for random ops: the eager run would move the
+  // generator).
   std::vector<at::Tensor> eager_inputs, eager_results;
-  if (options_.jit->options().verify && !s.verified && !ro.generator) {
-    s.verified = true;
+  if (options_.jit->options().verify && !unit.verified && !ro.generator) {
+    unit.verified = true;
     try {
       for (const at::Tensor& t : externals) eager_inputs.push_back(t.clone());
       jit::RunOptions plain;
       plain.device = options_.device;
-      eager_results = s.compiled->run_eager(eager_inputs, plain);
+      eager_results = compiled->run_eager(eager_inputs, plain);
     } catch (const std::exception& e) {
       log_->warn("[worker {}] JIT: GT_COMPILE_VERIFY's eager run failed: {}", options_.worker,
                  e.what());
@@ -407,27 +513,28 @@ void Executor::run_compiled(uint64_t session_id, Session& s, Context& ctx) {
   }
   std::vector<at::Tensor> results;
   try {
-    results = s.compiled->run(externals, ro);
+    results = compiled->run(externals, ro);
   } catch (const std::invalid_argument& e) {
     // Checked before anything ran: eager takes over for this unit.
     SPDLOG_LOGGER_DEBUG(log_, "[worker] JIT: compiled unit refused its inputs: {}", e.what());
+    options_.jit->count_fallback();
     flush_pending(session_id, s, ctx);
-    return;
+    return false;
   } catch (const std::exception& e) {
     const std::string what = e.what();
     log_->warn("[worker {}] JIT: a compiled chain failed while running, session={} goes back "
-               "to eager: {}", options_.worker, session_id, what);
+               "to eager for it: {}", options_.worker, session_id, what);
     auto f = std::make_shared<const FailureInfo>(wire::failure(
         Status::ExecutionFailed,
         gt::detail::cat("[worker ", options_.worker, "] compiled chain failed: ", what),
         options_.worker, "compiled chain", m.produced_ids().empty() ? 0 : m.produced_ids()[0]));
     for (TensorId id : m.produced_ids()) s.tensors.try_emplace(id, Slot{at::Tensor(), f});
     record(s, *f);
-    s.promoted.clear();
-    s.compiled.reset();
-    s.matcher.reset();
+    options_.jit->count_fallback();
+    unit.failed = true;
+    s.active = nullptr;
     run_held_frees(session_id, s, ctx);
-    return;
+    return true;
   }
   if (!eager_inputs.empty()) {
     // Results and in-place updated inputs, compiled against eager.
@@ -443,14 +550,16 @@ void Executor::run_compiled(uint64_t session_id, Session& s, Context& ctx) {
       max_abs = std::max(max_abs, (want[i].to(at::kDouble) - got[i].to(at::kDouble))
                                       .abs().max().item<double>());
     }
-    options_.jit->report_verify(chain.digest(), max_abs, jit::compare_results(want, got));
+    options_.jit->report_verify(unit.digests.escaping, max_abs, jit::compare_results(want, got));
   }
   const auto produced = m.produced_ids();
   for (size_t p = 0; p < produced.size() && p < results.size(); ++p) {
     if (results[p].defined()) s.tensors.emplace(produced[p], Slot{std::move(results[p]), nullptr});
   }
-  options_.jit->count_run();
+  options_.jit->count_run(compiled == unit.elided.get());
+  s.active = nullptr;
   run_held_frees(session_id, s, ctx);
+  return true;
 }
 
 void Executor::run_held_frees(uint64_t session_id, Session& s, Context& ctx) {
@@ -490,22 +599,49 @@ void Executor::run_instruction(uint64_t session_id, Session& s, const wire::Inst
 
 void Executor::record_op(uint64_t session_id, Session& s, const wire::Instruction& in,
                          size_t inputs, std::span<const TensorMeta> outputs) {
-  std::optional<jit::Detection> d;
   try {
-    d = s.recorder->on_op(in, std::span(metas_.data(), inputs), outputs);
-    if (!d) return;
-    // Uploads carry payload frames: they run eagerly ahead of a compiled unit.
-    jit::Chain chain = jit::without_uploads(s.recorder->chain(*d));
-    if (chain.ops.size() < 2) return;  // nothing to fuse (e.g. repeated set-up ops)
-    // Every produced value escapes (Note [compiled execution]).
-    chain.escapes.assign(chain.escapes.size(), true);
-    s.promoted.push_back(chain.digest());
-    options_.jit->submit(session_id, std::move(chain), d->repetitions);
+    std::optional<jit::Detection> d =
+        s.recorder->on_op(in, std::span(metas_.data(), inputs), outputs);
+    // Promoted at the end of the batch (promote_detections), once the batch's
+    // frees have shown which values die (Note [dead values]).
+    if (d && s.detections.size() < kMaxPendingDetections) s.detections.push_back(*d);
   } catch (const std::exception& e) {
     // The JIT never fails the stream: this op already ran eagerly.
     log_->warn("[worker {}] JIT: recording failed, session={} stays eager: {}", options_.worker,
                session_id, e.what());
     s.recorder.reset();
+  }
+}
+
+void Executor::promote_detections(uint64_t session_id, Session& s) {
+  std::vector<jit::Detection> detections;
+  detections.swap(s.detections);
+  if (!s.recorder) return;
+  for (const jit::Detection& d : detections) {
+    try {
+      // Uploads carry payload frames: they run eagerly ahead of a compiled unit.
+      jit::Chain chain = jit::without_uploads(s.recorder->chain(d));
+      if (chain.ops.size() < 2) continue;  // nothing to fuse (e.g. repeated set-up ops)
+      const std::optional<jit::Promotion> p =
+          options_.jit->submit(session_id, std::move(chain), d.repetitions);
+      if (!p || s.promoted.size() >= kMaxPromoted) continue;
+      bool known = false;
+      for (const auto& unit : s.promoted) known |= unit->digests.escaping == p->escaping;
+      if (known) continue;  // promoted again: the same unit
+      auto unit = std::make_unique<Promoted>();
+      unit->digests = *p;
+      s.promoted.push_back(std::move(unit));
+      ++s.pending_promotions;
+    } catch (const std::out_of_range& e) {
+      // The unit left the recorder's window during a very long batch: the
+      // detector reports the loop again if it goes on.
+      SPDLOG_LOGGER_DEBUG(log_, "[worker] JIT: a detected unit left the window: {}", e.what());
+    } catch (const std::exception& e) {
+      log_->warn("[worker {}] JIT: promoting a chain failed, session={} stays eager: {}",
+                 options_.worker, session_id, e.what());
+      s.recorder.reset();
+      return;
+    }
   }
 }
 

@@ -105,6 +105,7 @@ class Executor {
   uint64_t instructions_executed() const { return instructions_executed_; }
 
  private:
+  struct Promoted;
   struct Slot {
     at::Tensor tensor;                                // undefined when poisoned
     std::shared_ptr<const wire::FailureInfo> poison;  // set when poisoned
@@ -115,17 +116,27 @@ class Executor {
     uint64_t dropped_failures = 0;           // past the pending cap
     std::optional<at::Generator> generator;  // created on first random op
     std::unique_ptr<jit::SequenceRecorder> recorder;  // with options_.jit only
-    // Note [compiled execution]: chains this session promoted, the ready one
-    // the stream is matched against, and the instructions of a partly matched
-    // unit (ops and deferred frees, stream order; all from the current batch).
-    std::vector<uint64_t> promoted;
-    std::shared_ptr<const jit::CompiledChain> compiled;
-    std::unique_ptr<jit::ChainMatcher> matcher;
+    // Note [compiled execution]: the units this session promoted, the one a
+    // partly matched unit belongs to, and that unit's instructions (ops and
+    // deferred frees, stream order, all from the current batch).
+    std::vector<jit::Detection> detections;  // this batch's, promoted at its end
+    std::vector<std::unique_ptr<Promoted>> promoted;
+    size_t pending_promotions = 0;  // promoted units still compiling
+    Promoted* active = nullptr;
     std::vector<const wire::Instruction*> held;
+    uint32_t held_start = 0;  // batch position of the unit's first held instruction
+  };
+  /// One promoted unit of a session and its compiled variants
+  /// (Note [dead values]).
+  struct Promoted {
+    jit::Promotion digests;
+    std::shared_ptr<const jit::CompiledChain> escaping, elided;  // once ready
+    std::unique_ptr<jit::ChainMatcher> matcher;  // once `escaping` is ready
+    bool failed = false;  // compile failed, or dropped after its trial
     // The first matched units alternate compiled and eager runs and are timed;
-    // a chain that is not faster is dropped (Note [compiled execution]).
+    // a unit that is not faster is dropped (Note [compiled execution]).
     int trial_units = 0;
-    bool verified = false;  // GT_COMPILE_VERIFY ran for the current chain
+    bool verified = false;  // GT_COMPILE_VERIFY ran for this unit
     int64_t trial_compiled_ns = 0, trial_eager_ns = 0;
   };
 
@@ -134,19 +145,32 @@ class Executor {
   void run_instruction(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
   void run_op(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
   /// Note [compiled execution]: offers an instruction to the session's ready
-  /// compiled chain; true when it was consumed (buffered, or run as part of a
+  /// compiled units; true when it was consumed (buffered, or run as part of a
   /// compiled unit), false when the caller runs it eagerly.
   bool offer_compiled(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
-  /// Counts one timed unit of a chain's trial; decides after kTrialUnits of each.
-  void end_trial_unit(Session& s);
-  static constexpr int kTrialUnits = 3;
+  /// Picks up the compiled variants of promoted units that became ready.
+  void refresh_promoted(Session& s);
+  /// Counts one timed unit of a trial; decides after JitOptions::trial_units
+  /// of each kind.
+  void end_trial_unit(Session& s, Promoted& p);
+  /// Promoted units a session keeps (the detector remembers more; beyond this
+  /// the session's stream is not a loop worth matching).
+  static constexpr size_t kMaxPromoted = 64;
   /// Runs the buffered instructions of a partly matched unit eagerly, in order.
   void flush_pending(uint64_t session_id, Session& s, Context& ctx);
-  /// Runs a fully matched unit with its compiled chain, then its deferred frees.
-  void run_compiled(uint64_t session_id, Session& s, Context& ctx);
+  /// Runs a fully matched unit with a compiled variant, then its deferred
+  /// frees; false when it ran eagerly instead.
+  bool run_compiled(uint64_t session_id, Session& s, Promoted& p, Context& ctx);
   /// Ends a held unit whose ops ran compiled (or failed): runs its deferred frees.
   void run_held_frees(uint64_t session_id, Session& s, Context& ctx);
-  /// Feeds an executed op to the session's recorder and submits what it promotes.
+  /// Note [dead values]: true when every value `chain` does not materialise
+  /// is freed later in the current batch and named by nothing in between.
+  bool dead_after_unit(const jit::Chain& chain, const jit::ChainMatcher& m, uint32_t unit_start,
+                       Context& ctx);
+  /// Submits the units the session's detector reported during the batch.
+  void promote_detections(uint64_t session_id, Session& s);
+  static constexpr size_t kMaxPendingDetections = 16;
+  /// Feeds an executed op to the session's recorder; keeps what it detects.
   void record_op(uint64_t session_id, Session& s, const wire::Instruction& in, size_t inputs,
                  std::span<const TensorMeta> outputs);
   void run_fetch(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);

@@ -68,6 +68,28 @@ uint64_t Chain::digest() const {
   return d.h;
 }
 
+uint64_t Chain::structure_digest() const {
+  Digest d;
+  d.add(0x5354525543545552ULL);  // "STRUCTUR": never equal to a digest() of the same chain
+  d.add(static_cast<uint64_t>(externals));
+  d.add(ops.size());
+  for (const ChainOp& op : ops) {
+    d.add(static_cast<uint64_t>(op.op));
+    d.add(static_cast<uint64_t>(op.dtype));
+    d.add(op.inputs.size());
+    for (int32_t v : op.inputs) d.add(static_cast<uint64_t>(static_cast<uint32_t>(v)));
+    d.add(op.output_metas.size());
+  }
+  return d.h;
+}
+
+bool Chain::has_dead_values() const {
+  for (bool e : escapes) {
+    if (!e) return true;
+  }
+  return false;
+}
+
 std::string Chain::describe() const {
   std::ostringstream os;
   int32_t escaping = 0;

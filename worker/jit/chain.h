@@ -47,6 +47,13 @@ struct Chain {
   int32_t produced() const { return static_cast<int32_t>(escapes.size()); }
   /// A stable 64-bit digest of everything above (the cache and guards use it).
   uint64_t digest() const;
+  /// A digest of the chain's program alone: op codes, dtype attributes and how
+  /// values flow, without shapes, integer or float attributes and escapes. The
+  /// variants of one loop body (other shapes, other constants) share it, which
+  /// is what GT_RECOMPILE_LIMIT counts.
+  uint64_t structure_digest() const;
+  /// True when some produced value dies inside the unit.
+  bool has_dead_values() const;
   /// One line per op, for GT_DEBUG_COMPILE and test failure messages.
   std::string describe() const;
   bool operator==(const Chain&) const = default;

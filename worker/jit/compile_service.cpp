@@ -19,6 +19,7 @@ JitOptions jit_options_from_env() {
   o.threshold = static_cast<int>(env_int("GT_HOTPATH_THRESHOLD", 10, 2, 1000000));
   o.debug = env_flag("GT_DEBUG_COMPILE");
   o.verify = env_flag("GT_COMPILE_VERIFY");
+  o.recompile_limit = static_cast<int>(env_int("GT_RECOMPILE_LIMIT", 8, 1, 1000000));
   if (auto dir = env_string("GT_COMPILE_CACHE_DIR")) o.cache_dir = *dir;
   return o;
 }
@@ -59,20 +60,65 @@ CompileService::~CompileService() {
   thread_.join();
 }
 
-void CompileService::submit(uint64_t session, Chain chain, uint32_t repetitions) {
-  const uint64_t digest = chain.digest();
+std::optional<Promotion> CompileService::submit(uint64_t session, Chain chain,
+                                               uint32_t repetitions) {
+  Chain escaping = chain;
+  escaping.escapes.assign(escaping.escapes.size(), true);
+  Promotion p;
+  p.escaping = escaping.digest();
+  const bool elide = chain.has_dead_values();
+  if (elide) p.elided = chain.digest();
+  const uint64_t structure = chain.structure_digest();
   {
     std::lock_guard lock(mutex_);
     ++stats_.detected;
-    bool known = chains_.contains(digest);
-    for (const Job& j : queue_) known |= j.digest == digest;
-    if (known) {
-      ++stats_.duplicates;
-      return;
+    std::vector<uint64_t>& variants = variants_[structure];
+    if (std::find(variants.begin(), variants.end(), p.escaping) == variants.end()) {
+      if (variants.size() >= static_cast<size_t>(options_.recompile_limit)) {
+        ++stats_.limited;
+        debug_line("fallback: chain " + hex(p.escaping) + " stays eager: its loop body has " +
+                   std::to_string(variants.size()) + " compiled variants already " +
+                   "(GT_RECOMPILE_LIMIT=" + std::to_string(options_.recompile_limit) + ")");
+        return std::nullopt;
+      }
+      variants.push_back(p.escaping);
     }
-    queue_.push_back(Job{session, std::move(chain), digest, repetitions});
+    // The elided variant first: it is the one that runs when the client frees
+    // what the unit's iterations freed before.
+    const size_t queued = queue_.size();
+    const size_t ops = chain.ops.size();
+    if (elide) enqueue(std::move(chain), p.elided, p.escaping);
+    enqueue(std::move(escaping), p.escaping, p.elided);
+    if (queue_.size() == queued) return p;  // both known: nothing to compile
+    debug_line("hot path detected: chain " + hex(p.escaping) + ", " + std::to_string(ops) +
+               " ops, " + std::to_string(repetitions) + " repetitions, session " +
+               std::to_string(session));
   }
   wake_.notify_one();
+  return p;
+}
+
+void CompileService::enqueue(Chain chain, uint64_t digest, uint64_t sibling) {
+  bool known = chains_.contains(digest);
+  for (const Job& j : queue_) known |= j.digest == digest;
+  if (busy_ && current_ == digest) known = true;
+  if (known) {
+    ++stats_.duplicates;
+    return;
+  }
+  queue_.push_back(Job{std::move(chain), digest, sibling});
+}
+
+ChainState CompileService::state(uint64_t digest) const {
+  std::lock_guard lock(mutex_);
+  if (auto it = chains_.find(digest); it != chains_.end()) {
+    return it->second ? ChainState::Ready : ChainState::Failed;
+  }
+  if (busy_ && current_ == digest) return ChainState::Pending;
+  for (const Job& j : queue_) {
+    if (j.digest == digest) return ChainState::Pending;
+  }
+  return ChainState::Unknown;
 }
 
 std::shared_ptr<const CompiledChain> CompileService::find(uint64_t digest) const {
@@ -86,9 +132,15 @@ void CompileService::drain() {
   idle_.wait(lock, [&] { return stopping_ || (queue_.empty() && !busy_); });
 }
 
-void CompileService::count_run() {
+void CompileService::count_run(bool elided) {
   std::lock_guard lock(mutex_);
+  if (elided) ++stats_.elided_runs;
   if (stats_.runs++ == 0) debug_line("first compiled run");
+}
+
+void CompileService::count_fallback() {
+  std::lock_guard lock(mutex_);
+  ++stats_.fallbacks;
 }
 
 void CompileService::report_trial(uint64_t digest, double compiled_ms, double eager_ms,
@@ -137,6 +189,7 @@ void CompileService::loop() {
       job = std::move(queue_.front());
       queue_.pop_front();
       busy_ = true;
+      current_ = job.digest;
     }
     compile(job);
     {
@@ -150,10 +203,9 @@ void CompileService::loop() {
 void CompileService::compile(Job& job) {
   const uint64_t digest = job.digest;
   const std::string name = hex(digest);
-  debug_line("hot path detected: chain " + name + ", " + std::to_string(job.chain.ops.size()) +
-             " ops, " + std::to_string(job.repetitions) + " repetitions, session " +
-             std::to_string(job.session));
-  debug_line("compile start: chain " + name);
+  const bool all_escape = !job.chain.has_dead_values();
+  debug_line("compile start: chain " + name +
+             (all_escape ? " (every value materialised)" : " (dead values elided)"));
   std::shared_ptr<const CompiledChain> compiled;
   std::string error;
   try {
@@ -169,6 +221,12 @@ void CompileService::compile(Job& job) {
   if (!compiled) {
     ++stats_.failures;
     chains_[digest] = nullptr;  // never again: the chain stays eager
+    // The other variant has the same ops and would fail the same way: one
+    // warning per unit.
+    if (job.sibling != 0 && !chains_.contains(job.sibling)) {
+      chains_[job.sibling] = nullptr;
+      std::erase_if(queue_, [&](const Job& j) { return j.digest == job.sibling; });
+    }
     log_->warn("[worker {}] JIT: compiling chain {} ({} ops) failed, it stays eager: {}", worker_.load(),
                name, job.chain.ops.size(), error);
     debug_line("fallback: chain " + name + " stays eager (compile failed)");

@@ -44,6 +44,11 @@ struct JitOptions {
   int threshold = 10;               // GT_HOTPATH_THRESHOLD: repetitions before a chain is hot
   bool debug = false;               // GT_DEBUG_COMPILE: one stderr line per JIT event
   bool verify = false;              // GT_COMPILE_VERIFY: run compiled and eager once, compare
+  int recompile_limit = 8;          // GT_RECOMPILE_LIMIT: variants compiled per loop body
+  /// Units of each kind (compiled, eager) timed before a compiled unit is
+  /// kept or dropped (Note [compiled execution]); 0 keeps every unit
+  /// untimed (tests that need deterministic compiled runs).
+  int trial_units = 3;
   std::filesystem::path cache_dir;  // GT_COMPILE_CACHE_DIR (empty: default_cache_dir())
 
   bool enabled() const { return auto_compile || compile_all; }
@@ -63,8 +68,23 @@ struct JitStats {
   uint64_t failures = 0;     // chains whose compile failed (they stay eager)
   uint64_t duplicates = 0;   // promoted chains already compiled or queued
   uint64_t runs = 0;         // units executed by compiled chains instead of eagerly
+  uint64_t elided_runs = 0;  // of those, run by the variant that elides dead values
   uint64_t dropped = 0;      // chains dropped after timing slower than eager
+  uint64_t fallbacks = 0;    // matched units run eagerly instead (refused inputs, run failures)
+  uint64_t limited = 0;      // chains left eager by GT_RECOMPILE_LIMIT
 };
+
+/// The compiled variants of one promoted unit (Note [dead values] in
+/// worker/executor.cpp): `escaping` materialises every value the unit
+/// produces; `elided` (0 when no value dies inside the unit) leaves out the
+/// values the recorder saw freed inside every iteration.
+struct Promotion {
+  uint64_t escaping = 0;
+  uint64_t elided = 0;
+};
+
+/// Where a submitted chain stands.
+enum class ChainState { Unknown, Pending, Ready, Failed };
 
 /// Compiles promoted chains on a background thread.
 ///
@@ -80,15 +100,25 @@ class CompileService {
   CompileService(const CompileService&) = delete;
   CompileService& operator=(const CompileService&) = delete;
 
-  /// Queues `chain` (promoted after `repetitions` repetitions in `session`).
-  void submit(uint64_t session, Chain chain, uint32_t repetitions);
+  /// Queues the variants of `chain` (promoted after `repetitions`
+  /// repetitions in `session`; its escapes are the recorder's): the chain as
+  /// given when a value dies inside it, and the chain with every value
+  /// escaping. Returns their digests, or nullopt when GT_RECOMPILE_LIMIT
+  /// variants of the same loop body (Chain::structure_digest) exist already:
+  /// that body stays eager (counted in JitStats::limited, one debug line).
+  std::optional<Promotion> submit(uint64_t session, Chain chain, uint32_t repetitions);
   /// The compiled chain with this digest, once ready; nullptr otherwise.
   std::shared_ptr<const CompiledChain> find(uint64_t digest) const;
+  /// Whether `digest` is queued or compiling, ready, failed (or limited), or
+  /// was never submitted.
+  ChainState state(uint64_t digest) const;
   /// Blocks until every job submitted so far has finished (tests, shutdown).
   void drain();
   JitStats stats() const;
   /// Counts one unit executed by a compiled chain (executor thread).
-  void count_run();
+  void count_run(bool elided);
+  /// Counts one matched unit that ran eagerly instead (executor thread).
+  void count_fallback();
   /// The outcome of a chain's timed trial against eager (executor thread):
   /// kept when faster, else dropped for that session.
   void report_trial(uint64_t digest, double compiled_ms, double eager_ms, bool kept);
@@ -102,13 +132,14 @@ class CompileService {
 
  private:
   struct Job {
-    uint64_t session;
     Chain chain;
-    uint64_t digest;  // chain.digest(), computed once
-    uint32_t repetitions;
+    uint64_t digest;   // chain.digest(), computed once
+    uint64_t sibling;  // the other variant of the same promotion (0: none)
   };
   void loop();
   void compile(Job& job);
+  /// Queues one chain unless it is known; mutex_ held.
+  void enqueue(Chain chain, uint64_t digest, uint64_t sibling);
   void debug_line(const std::string& line) const;
 
   const JitOptions options_;
@@ -121,9 +152,13 @@ class CompileService {
   std::condition_variable idle_;     // a job finished
   std::deque<Job> queue_;            // guarded by mutex_
   bool busy_ = false;                // guarded by mutex_: a job is being compiled
+  uint64_t current_ = 0;             // guarded by mutex_: the digest being compiled
   bool stopping_ = false;            // guarded by mutex_
   // Guarded by mutex_: digest -> compiled chain (null when its compile failed).
   std::unordered_map<uint64_t, std::shared_ptr<const CompiledChain>> chains_;
+  // Guarded by mutex_: structure digest -> the escaping digests of its
+  // variants submitted so far (GT_RECOMPILE_LIMIT).
+  std::unordered_map<uint64_t, std::vector<uint64_t>> variants_;
   JitStats stats_;                   // guarded by mutex_
   std::thread thread_;               // last: starts once everything above exists
 };

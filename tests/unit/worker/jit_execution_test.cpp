@@ -1,0 +1,240 @@
+// Compiled execution inside the executor (Note [compiled execution] and
+// Note [dead values] in worker/executor.cpp): an in-process CompileService
+// compiles what the session's recorder promotes, drain() waits for it, and the
+// following batches run matched units compiled. Every case checks values
+// against LibTorch and the JIT's counters for which path ran.
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "tests/unit/worker/worker_test_support.h"
+#include "worker/jit/compile_service.h"
+
+namespace gt::worker::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "gt-jit-exec-test-XXXXXX").string();
+    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+// GT_COMPILE=1 (promote at the first repetition) without the timed trial, so
+// that every matched unit after the compile runs compiled.
+struct JitHarness {
+  explicit JitHarness(int recompile_limit = 8) {
+    jit::JitOptions o;
+    o.compile_all = true;
+    o.trial_units = 0;
+    o.recompile_limit = recompile_limit;
+    o.cache_dir = cache.path;
+    service = std::make_shared<jit::CompileService>(o, 0, quiet_logger());
+    h = std::make_unique<Harness>(ExecutorOptions{0, at::kCPU, 0, quiet_logger(), service});
+  }
+  TempDir cache;
+  std::shared_ptr<jit::CompileService> service;
+  std::unique_ptr<Harness> h;
+};
+
+// One iteration of x = ((x * 0.5 + b).relu() - 0.25).sigmoid() * 2, as the
+// client issues it: fresh ids, the intermediates and the old x freed.
+struct Loop {
+  TensorId x, b;
+  std::vector<TensorId> dead;  // ids the next Free releases
+  std::vector<TensorId> mids;  // x * 0.5 + b of each iteration, in order
+
+  void iterate(Harness& h, std::vector<Instr>& out, bool free_mid = true) {
+    const TensorId t1 = h.next_id++, t2 = h.next_id++, t3 = h.next_id++, t4 = h.next_id++,
+                   t5 = h.next_id++, y = h.next_id++;
+    out.push_back(op(OpCode::MulScalar, {t1}, {x}, {}, {0.5}));
+    out.push_back(op(OpCode::Add, {t2}, {t1, b}));
+    out.push_back(op(OpCode::Relu, {t3}, {t2}));
+    out.push_back(op(OpCode::SubScalar, {t4}, {t3}, {}, {0.25}));
+    out.push_back(op(OpCode::Sigmoid, {t5}, {t4}));
+    out.push_back(op(OpCode::MulScalar, {y}, {t5}, {}, {2.0}));
+    for (TensorId id : {x, t1, t3, t4, t5}) dead.push_back(id);
+    if (free_mid) dead.push_back(t2);
+    mids.push_back(t2);
+    x = y;
+  }
+  /// A batch of `n` iterations ending in one Free, like the client's.
+  std::vector<Instr> batch(Harness& h, int n, bool free_mid = true) {
+    std::vector<Instr> out;
+    for (int i = 0; i < n; ++i) iterate(h, out, free_mid);
+    out.push_back(free_instr(dead));
+    dead.clear();
+    return out;
+  }
+};
+
+at::Tensor torch_iterate(const at::Tensor& x, const at::Tensor& b, int n) {
+  at::Tensor y = x;
+  for (int i = 0; i < n; ++i) y = ((y * 0.5 + b).relu() - 0.25).sigmoid() * 2.0;
+  return y;
+}
+
+}  // namespace
+
+TEST_CASE("compiled units elide the intermediates the batch frees", "[worker][unit][jit]") {
+  JitHarness j;
+  Harness& h = *j.h;
+  const at::Tensor x0 = at::randn({1000}), b = at::randn({1000});
+  Loop loop{h.put(x0), h.put(b), {}, {}};
+  h.run(loop.batch(h, 3));  // promoted at the first repetition
+  j.service->drain();
+  REQUIRE(j.service->stats().compiled == 2);  // the elided and the escaping variant
+  const size_t live_before = h.ex.tensor_count(h.session);
+  h.run(loop.batch(h, 10));
+  const jit::JitStats st = j.service->stats();
+  CHECK(st.runs == 10);
+  CHECK(st.elided_runs == 10);
+  CHECK(st.fallbacks == 0);
+  CHECK(h.ex.tensor_count(h.session) == live_before);  // nothing leaked, nothing extra
+  check_same(h.get(loop.x), torch_iterate(x0, b, 13));
+  CHECK(h.sync().empty());
+}
+
+TEST_CASE("a value read or kept after its unit is materialised", "[worker][unit][jit]") {
+  JitHarness j;
+  Harness& h = *j.h;
+  const at::Tensor x0 = at::randn({64, 8}), b = at::randn({8});
+  Loop loop{h.put(x0), h.put(b), {}, {}};
+  h.run(loop.batch(h, 3));
+  j.service->drain();
+
+  SECTION("fetched later in the same batch, before its Free") {
+    std::vector<Instr> batch;
+    loop.iterate(h, batch);
+    const TensorId mid = loop.mids.back();
+    batch.push_back(fetch(mid, 5));  // a Fetch flushes nothing here: the unit is complete
+    batch.push_back(free_instr(loop.dead));
+    loop.dead.clear();
+    h.run(batch);
+    CHECK(j.service->stats().runs == 1);
+    CHECK(j.service->stats().elided_runs == 0);
+    const auto* r = h.reply(h.replies.size() - 1)->body_as_FetchReply();
+    REQUIRE(r != nullptr);
+    CHECK(r->request() == 5);
+  }
+  SECTION("read by an op after the unit") {
+    std::vector<Instr> batch;
+    loop.iterate(h, batch);
+    const TensorId mid = loop.mids.back(), doubled = h.next_id++;
+    batch.push_back(op(OpCode::MulScalar, {doubled}, {mid}, {}, {2.0}));
+    batch.push_back(free_instr(loop.dead));
+    loop.dead.clear();
+    h.run(batch);
+    CHECK(j.service->stats().elided_runs == 0);
+    const at::Tensor x3 = torch_iterate(x0, b, 3);
+    check_same(h.get(doubled), (x3 * 0.5 + b) * 2.0);
+  }
+  SECTION("not freed: the client still holds it") {
+    h.run(loop.batch(h, 4, /*free_mid=*/false));
+    CHECK(j.service->stats().runs == 4);
+    CHECK(j.service->stats().elided_runs == 0);
+    const at::Tensor x6 = torch_iterate(x0, b, 6);
+    check_same(h.get(loop.mids.back()), x6 * 0.5 + b);
+  }
+  SECTION("freed only in the next batch") {
+    std::vector<Instr> batch;
+    loop.iterate(h, batch);
+    const TensorId mid = loop.mids.back();
+    h.run(batch);  // no Free in this batch at all
+    CHECK(j.service->stats().elided_runs == 0);
+    check_same(h.get(mid), torch_iterate(x0, b, 3) * 0.5 + b);
+    h.run1(free_instr(loop.dead));
+    loop.dead.clear();
+    CHECK_FALSE(h.ex.tensor(h.session, mid).has_value());
+  }
+  check_same(h.get(loop.x), torch_iterate(x0, b, static_cast<int>(loop.mids.size())));
+  CHECK(h.sync().empty());
+}
+
+TEST_CASE("a unit cut by a fetch or by the end of its batch runs eagerly", "[worker][unit][jit]") {
+  JitHarness j;
+  Harness& h = *j.h;
+  const at::Tensor x0 = at::randn({100}), b = at::randn({100});
+  Loop loop{h.put(x0), h.put(b), {}, {}};
+  h.run(loop.batch(h, 3));
+  j.service->drain();
+  std::vector<Instr> batch;
+  loop.iterate(h, batch);
+  // A fetch of the unit's input between its ops: the held ops flush to eager.
+  batch.insert(batch.begin() + 3, fetch(loop.b, 9));
+  // The next unit stops halfway at the end of the batch.
+  std::vector<Instr> half;
+  loop.iterate(h, half);
+  batch.insert(batch.end(), half.begin(), half.begin() + 3);
+  h.run(batch);
+  std::vector<Instr> rest(half.begin() + 3, half.end());
+  rest.push_back(free_instr(loop.dead));
+  loop.dead.clear();
+  h.run(rest);
+  CHECK(j.service->stats().runs == 0);
+  check_same(h.get(loop.x), torch_iterate(x0, b, 5));
+  CHECK(h.sync().empty());
+}
+
+TEST_CASE("a loop body with another shape is compiled as another variant and both run",
+          "[worker][unit][jit]") {
+  JitHarness j;
+  Harness& h = *j.h;
+  const at::Tensor xa = at::randn({256}), xb = at::randn({32, 4}), b = at::randn({4});
+  Loop a{h.put(xa), h.put(at::randn({256})), {}, {}};
+  const at::Tensor ba = h.get(a.b).clone();
+  Loop c{h.put(xb), h.put(b), {}, {}};
+  h.run(a.batch(h, 3));
+  h.run(c.batch(h, 3));
+  j.service->drain();
+  REQUIRE(j.service->stats().compiled == 4);
+  for (int round = 0; round < 3; ++round) {
+    h.run(a.batch(h, 2));
+    h.run(c.batch(h, 2));
+  }
+  CHECK(j.service->stats().runs == 12);
+  check_same(h.get(a.x), torch_iterate(xa, ba, 9));
+  check_same(h.get(c.x), torch_iterate(xb, b, 9));
+  CHECK(h.sync().empty());
+}
+
+TEST_CASE("GT_RECOMPILE_LIMIT bounds the variants of one loop body", "[worker][unit][jit]") {
+  JitHarness j(/*recompile_limit=*/2);
+  Harness& h = *j.h;
+  std::vector<Loop> loops;
+  std::vector<at::Tensor> x0s;
+  for (int64_t n : {16, 24, 40}) {
+    x0s.push_back(at::randn({n}));
+    loops.push_back(Loop{h.put(x0s.back()), h.put(at::ones({n})), {}, {}});
+  }
+  for (Loop& l : loops) h.run(l.batch(h, 3));
+  j.service->drain();
+  const jit::JitStats st = j.service->stats();
+  CHECK(st.limited == 1);
+  CHECK(st.compiled == 4);  // two variants (elided, escaping) of the first two shapes
+  for (Loop& l : loops) h.run(l.batch(h, 2));
+  CHECK(j.service->stats().runs == 4);  // the third shape stays eager
+  for (size_t i = 0; i < loops.size(); ++i) {
+    check_same(h.get(loops[i].x), torch_iterate(x0s[i], at::ones_like(x0s[i]), 5));
+  }
+  CHECK(h.sync().empty());
+}
+
+TEST_CASE("GT_RECOMPILE_LIMIT is read from the environment", "[worker][unit][jit]") {
+  ::setenv("GT_RECOMPILE_LIMIT", "3", 1);
+  CHECK(jit::jit_options_from_env().recompile_limit == 3);
+  ::setenv("GT_RECOMPILE_LIMIT", "0", 1);
+  CHECK_THROWS_WITH(jit::jit_options_from_env(), Catch::Contains("GT_RECOMPILE_LIMIT"));
+  ::unsetenv("GT_RECOMPILE_LIMIT");
+  CHECK(jit::jit_options_from_env().recompile_limit == 8);
+}
+
+}  // namespace gt::worker::test
