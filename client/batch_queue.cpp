@@ -50,6 +50,15 @@ void BatchQueue::push_and_seal(wire::Instr&& instr) {
   seal_locked();
 }
 
+void BatchQueue::push_stats_request(uint64_t request) {
+  std::lock_guard lock(mutex_);
+  if (closed_) throw Error("[client] the session is shut down: no further operations");
+  seal_locked();
+  Batch stats;
+  stats.stats_request = request;
+  sealed_.push_back(std::move(stats));
+}
+
 bool BatchQueue::push_free(wire::TensorId id) noexcept {
   try {
     std::lock_guard lock(mutex_);

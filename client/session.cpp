@@ -238,6 +238,20 @@ void Session::synchronize() {
   if (!errors.empty()) throw_remote(std::move(errors));
 }
 
+std::vector<wire::WorkerStatsInfo> Session::worker_stats() {
+  check_usable();
+  Waiter w;
+  const uint64_t request = register_waiter(w);
+  WaiterGuard guard(*this, request);
+  check_usable();
+  queue_.push_stats_request(request);
+  wake();
+  wait(w);
+  if (w.error) std::rethrow_exception(w.error);
+  if (w.failure) wire::throw_failure(*w.failure);
+  return std::move(w.worker_stats);
+}
+
 void Session::close() noexcept {
   std::lock_guard close_lock(close_mutex_);
   if (closed_.exchange(true, std::memory_order_acq_rel)) return;
@@ -488,6 +502,15 @@ void Session::send_sealed() {
   Batch batch;
   while (queue_.pop(batch)) {
     Frames frames;
+    if (batch.stats_request != 0) {
+      frames.push_back(wire::encode_stats_request(session_id_, batch.stats_request));
+      if (!try_send(frames)) {
+        unsent_ = std::move(frames);
+        return;
+      }
+      last_send_ = Clock::now();
+      continue;
+    }
     frames.reserve(1 + batch.payloads.size());
     frames.push_back(wire::encode_batch(session_id_, ++batch_seq_, batch.instrs));
     for (auto& p : batch.payloads) frames.push_back(std::move(p));
@@ -571,6 +594,23 @@ void Session::handle(std::vector<zmq::message_t>& frames) {
       Waiter& w = *it->second;
       if (r->errors()) {
         for (const auto* f : *r->errors()) w.sync_errors.push_back(wire::to_failure_info(f));
+      }
+      w.done = true;
+      break;
+    }
+    case wire::Body::StatsReply: {
+      const auto* r = msg->body_as_StatsReply();
+      std::lock_guard lock(wait_mutex_);
+      auto it = waiters_.find(r->request());
+      if (it == waiters_.end()) {
+        log_->debug("[client] stats reply for unknown req={}", r->request());
+        return;
+      }
+      Waiter& w = *it->second;
+      if (r->workers()) {
+        for (const auto* entry : *r->workers()) {
+          w.worker_stats.push_back(wire::to_worker_stats(entry));
+        }
       }
       w.done = true;
       break;

@@ -77,6 +77,13 @@ const Message* decode(zmq::message_t& frame) {
                         " instructions exceeds the limit of " +
                         std::to_string(kMaxInstructionsPerBatch));
   }
+  if (const auto* r = msg->body_as_StatsReply();
+      r && r->workers() && r->workers()->size() > kMaxStatsWorkers) {
+    throw ProtocolError("[wire.decode] stats reply with " +
+                        std::to_string(r->workers()->size()) +
+                        " worker entries exceeds the limit of " +
+                        std::to_string(kMaxStatsWorkers));
+  }
   return msg;
 }
 
@@ -155,6 +162,50 @@ zmq::message_t encode_heartbeat(uint64_t session) {
 zmq::message_t encode_bye(uint64_t session) {
   flatbuffers::FlatBufferBuilder fbb(64);
   return wrap(fbb, session, CreateBye(fbb));
+}
+
+zmq::message_t encode_stats_request(uint64_t session, uint64_t request) {
+  flatbuffers::FlatBufferBuilder fbb(64);
+  return wrap(fbb, session, CreateStatsRequest(fbb, request));
+}
+
+zmq::message_t encode_stats_reply(uint64_t session, uint64_t request,
+                                  std::span<const WorkerStatsInfo> workers) {
+  flatbuffers::FlatBufferBuilder fbb(64 + 160 * workers.size());
+  std::vector<flatbuffers::Offset<WorkerStats>> entries;
+  entries.reserve(workers.size());
+  for (const WorkerStatsInfo& w : workers) {
+    entries.push_back(CreateWorkerStats(
+        fbb, w.worker, fbb.CreateString(w.device), w.sessions, w.session_tensors, w.tensors,
+        w.instructions, w.jit_enabled, w.jit_detected, w.jit_compiled, w.jit_cache_hits,
+        w.jit_failures, w.jit_duplicates, w.jit_runs, w.jit_dropped, w.jit_fallbacks,
+        w.jit_limited, w.jit_elided_runs));
+  }
+  auto v = fbb.CreateVector(entries);
+  return wrap(fbb, session, CreateStatsReply(fbb, request, v));
+}
+
+WorkerStatsInfo to_worker_stats(const WorkerStats* w) {
+  WorkerStatsInfo out;
+  if (!w) return out;
+  out.worker = w->worker();
+  out.device = w->device() ? w->device()->str() : "";
+  out.sessions = w->sessions();
+  out.session_tensors = w->session_tensors();
+  out.tensors = w->tensors();
+  out.instructions = w->instructions();
+  out.jit_enabled = w->jit_enabled();
+  out.jit_detected = w->jit_detected();
+  out.jit_compiled = w->jit_compiled();
+  out.jit_cache_hits = w->jit_cache_hits();
+  out.jit_failures = w->jit_failures();
+  out.jit_duplicates = w->jit_duplicates();
+  out.jit_runs = w->jit_runs();
+  out.jit_dropped = w->jit_dropped();
+  out.jit_fallbacks = w->jit_fallbacks();
+  out.jit_limited = w->jit_limited();
+  out.jit_elided_runs = w->jit_elided_runs();
+  return out;
 }
 
 FailureInfo to_failure_info(const Failure* f) {

@@ -20,7 +20,7 @@
 namespace gt::wire {
 
 /// Bumped whenever a message, field, op code or status changes meaning.
-inline constexpr uint32_t kProtocolVersion = 2;
+inline constexpr uint32_t kProtocolVersion = 3;
 static_assert(kNumOps == 81, "op table changed: bump kProtocolVersion, update docs/protocol.md");
 static_assert(kNumStatus == 14, "status codes changed: bump kProtocolVersion, update docs/errors.md");
 
@@ -28,6 +28,7 @@ static_assert(kNumStatus == 14, "status codes changed: bump kProtocolVersion, up
 inline constexpr size_t kMaxInstructionsPerBatch = 1 << 20;
 inline constexpr size_t kMaxHeaderBytes = size_t{1} << 30;
 inline constexpr int64_t kMaxFrameBytes = int64_t{1} << 36;
+inline constexpr size_t kMaxStatsWorkers = size_t{1} << 16;  // entries in one StatsReply
 
 using TensorId = uint64_t;
 
@@ -54,6 +55,30 @@ struct FailureInfo {
   TensorId tensor = 0;
 };
 
+/// One worker's counters as carried in StatsReply (fields: WorkerStats in
+/// common/schema/gt.fbs).
+struct WorkerStatsInfo {
+  int worker = -1;
+  std::string device;
+  uint64_t sessions = 0;
+  uint64_t session_tensors = 0;
+  uint64_t tensors = 0;
+  uint64_t instructions = 0;
+  bool jit_enabled = false;
+  uint64_t jit_detected = 0;
+  uint64_t jit_compiled = 0;
+  uint64_t jit_cache_hits = 0;
+  uint64_t jit_failures = 0;
+  uint64_t jit_duplicates = 0;
+  uint64_t jit_runs = 0;
+  uint64_t jit_dropped = 0;
+  uint64_t jit_fallbacks = 0;
+  uint64_t jit_limited = 0;
+  uint64_t jit_elided_runs = 0;
+
+  bool operator==(const WorkerStatsInfo&) const = default;
+};
+
 /// Verifies a header frame and returns its root. Throws gt::ProtocolError
 /// naming what was wrong when the bytes are not a valid gt message.
 /// FlatBuffers reads fields in place, so a frame that ZeroMQ delivered at a
@@ -76,9 +101,15 @@ zmq::message_t encode_sync_reply(uint64_t session, uint64_t request,
 zmq::message_t encode_error_reply(uint64_t session, uint64_t request, const FailureInfo& f);
 zmq::message_t encode_heartbeat(uint64_t session);
 zmq::message_t encode_bye(uint64_t session);
+zmq::message_t encode_stats_request(uint64_t session, uint64_t request);
+zmq::message_t encode_stats_reply(uint64_t session, uint64_t request,
+                                  std::span<const WorkerStatsInfo> workers);
 
 /// Plain copy of a decoded failure.
 FailureInfo to_failure_info(const Failure* f);
+
+/// Plain copy of a decoded StatsReply entry (absent fields get their defaults).
+WorkerStatsInfo to_worker_stats(const WorkerStats* w);
 
 /// Plain copy of a decoded instruction (fields the sender left out get their
 /// defaults).

@@ -1,5 +1,6 @@
 #include "dispatcher/dispatcher.h"
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <optional>
@@ -42,6 +43,18 @@ struct PendingRequest {
   std::vector<wire::FailureInfo> errors;
 };
 
+// Note [stats gathering]
+// A StatsRequest is not tied to the session's worker: it goes to every alive
+// worker, and the reply gathers one entry per worker that answered. A worker
+// lost meanwhile is simply left out (lose_worker stops waiting for it), so a
+// dying worker never hangs the client and a session whose own worker is lost
+// can still ask. Kept apart from Session::requests, which fail as a whole
+// when the session's worker is lost.
+struct PendingStats {
+  std::vector<int> awaiting;  // worker indices that have not answered yet
+  std::vector<wire::WorkerStatsInfo> workers;
+};
+
 struct Session {
   uint64_t id = 0;
   std::string identity;  // the client's ROUTER identity
@@ -52,6 +65,7 @@ struct Session {
   // Logical tensor table: meta when the op table could infer it.
   std::unordered_map<TensorId, std::optional<TensorMeta>> tensors;
   std::unordered_map<uint64_t, PendingRequest> requests;
+  std::unordered_map<uint64_t, PendingStats> stats_requests;  // Note [stats gathering]
   std::optional<wire::FailureInfo> lost;  // set once its worker is lost
 };
 
@@ -93,6 +107,10 @@ struct Dispatcher::State {
   void on_client(Session& s, const wire::Message* msg, Frames& frames);
   void on_worker(int index, const wire::Message* msg, Frames& frames);
   void on_batch(Session& s, const wire::Batch* batch, Frames& frames);
+  void on_stats_request(Session& s, const wire::StatsRequest* r);
+  void on_stats_reply(int index, Session& s, const wire::StatsReply* r);
+  /// Sends the gathered StatsReply once no worker is awaited; true if sent.
+  bool finish_stats(Session& s, uint64_t request, PendingStats& p);
   void track(Session& s, const wire::Instruction* in);
   void welcome_client(const PendingHello& h);
   void close_session(uint64_t id, const char* why);
@@ -354,6 +372,9 @@ void Dispatcher::State::on_client(Session& s, const wire::Message* msg, Frames& 
     case wire::Body::Heartbeat:
       send(s.identity, wire::encode_heartbeat(s.id));
       return;
+    case wire::Body::StatsRequest:
+      on_stats_request(s, msg->body_as_StatsRequest());
+      return;
     case wire::Body::Bye: {
       const std::string identity = s.identity;
       close_session(s.id, "client said Bye");
@@ -365,7 +386,8 @@ void Dispatcher::State::on_client(Session& s, const wire::Message* msg, Frames& 
                 wire::body_name(msg->body_type()));
       reply_error(s.identity, s.id, 0,
                   wire::failure(Status::WrongRole,
-                                "[dispatcher] clients may send Batch, Heartbeat or Bye, got " +
+                                "[dispatcher] clients may send Batch, StatsRequest, Heartbeat or "
+                                "Bye, got " +
                                     std::string(wire::body_name(msg->body_type()))));
   }
 }
@@ -400,6 +422,73 @@ void Dispatcher::State::on_batch(Session& s, const wire::Batch* batch, Frames& f
     // included) now rather than after the heartbeat timeout.
     lose_worker(s.worker, "its connection closed");
   }
+}
+
+void Dispatcher::State::on_stats_request(Session& s, const wire::StatsRequest* r) {
+  const uint64_t request = r->request();
+  if (request == 0 || s.stats_requests.contains(request)) {
+    stats.malformed.fetch_add(1);
+    log->warn("session={} sent a StatsRequest with request id {}: rejected", s.id, request);
+    reply_error(s.identity, s.id, request,
+                wire::failure(Status::Malformed,
+                              "[dispatcher] StatsRequest needs a non-zero request id that is "
+                              "not pending already, got " +
+                                  std::to_string(request)));
+    return;
+  }
+  // Note [stats gathering]. The session's own worker gets the request after
+  // the batches forwarded before it (same connection), so its counters
+  // include them.
+  PendingStats p;
+  std::vector<int> unreachable;
+  for (int i = 0; i < static_cast<int>(workers.size()); ++i) {
+    if (!workers[i].alive) continue;
+    switch (send(workers[i].identity, wire::encode_stats_request(s.id, request))) {
+      case Sent::Ok: p.awaiting.push_back(i); break;
+      case Sent::QueueFull: break;  // dropped: do not wait for an answer
+      case Sent::Unreachable: unreachable.push_back(i); break;
+    }
+  }
+  SPDLOG_LOGGER_DEBUG(log, "stats request session={} req={} workers={}", s.id, request,
+                      p.awaiting.size());
+  if (!finish_stats(s, request, p)) s.stats_requests.emplace(request, std::move(p));
+  // After the request is recorded: losing a worker may complete it.
+  for (int i : unreachable) lose_worker(i, "its connection closed");
+}
+
+void Dispatcher::State::on_stats_reply(int index, Session& s, const wire::StatsReply* r) {
+  auto it = s.stats_requests.find(r->request());
+  if (it == s.stats_requests.end()) {
+    SPDLOG_LOGGER_DEBUG(log, "stats reply for unknown req={} worker={}", r->request(), index);
+    return;
+  }
+  PendingStats& p = it->second;
+  auto pos = std::find(p.awaiting.begin(), p.awaiting.end(), index);
+  if (pos == p.awaiting.end()) {
+    log->warn("worker={} answered stats req={} twice: ignored", index, r->request());
+    return;
+  }
+  p.awaiting.erase(pos);
+  const size_t n = r->workers() ? r->workers()->size() : 0;
+  if (n == 1) {
+    wire::WorkerStatsInfo w = wire::to_worker_stats(r->workers()->Get(0));
+    w.worker = index;  // the dispatcher's numbering is authoritative
+    if (w.device.empty()) w.device = workers[index].device;
+    p.workers.push_back(std::move(w));
+  } else {
+    stats.malformed.fetch_add(1);
+    log->warn("worker={} sent a StatsReply with {} entries: expected exactly 1; left out", index,
+              n);
+  }
+  if (finish_stats(s, r->request(), p)) s.stats_requests.erase(it);
+}
+
+bool Dispatcher::State::finish_stats(Session& s, uint64_t request, PendingStats& p) {
+  if (!p.awaiting.empty()) return false;
+  std::sort(p.workers.begin(), p.workers.end(),
+            [](const auto& a, const auto& b) { return a.worker < b.worker; });
+  send(s.identity, wire::encode_stats_reply(s.id, request, p.workers));
+  return true;
 }
 
 // Keeps the session's tensor table and pending requests in step with the
@@ -482,6 +571,9 @@ void Dispatcher::State::on_worker(int index, const wire::Message* msg, Frames& f
       s.requests.erase(req);
       return;
     }
+    case wire::Body::StatsReply:
+      on_stats_reply(index, s, msg->body_as_StatsReply());
+      return;
     case wire::Body::SyncReply: {
       const auto* r = msg->body_as_SyncReply();
       auto req = s.requests.find(r->request());
@@ -508,13 +600,14 @@ void Dispatcher::State::close_session(uint64_t id, const char* why) {
   auto it = sessions.find(id);
   if (it == sessions.end()) return;
   Session& s = it->second;
+  // Counted before the worker hears of it, so whoever sees the Bye sees the count.
+  stats.sessions_closed.fetch_add(1);
   if (s.worker >= 0) {
     WorkerEntry& w = workers[s.worker];
     w.sessions.erase(id);
     if (w.alive) send(w.identity, wire::encode_bye(id));
   }
   log->info("session closed session={} tensors={} reason='{}'", id, s.tensors.size(), why);
-  stats.sessions_closed.fetch_add(1);
   sessions.erase(it);
 }
 
@@ -526,6 +619,17 @@ void Dispatcher::State::lose_worker(int index, const std::string& why) {
   const std::string text = "[dispatcher] " + w.describe(index) + " lost: " + why;
   log->error("{}", text);
   peers.erase(w.identity);
+  // Note [stats gathering]: stop waiting for it, whichever session asked.
+  for (auto& [sid, s] : sessions) {
+    std::vector<uint64_t> done;
+    for (auto& [request, p] : s.stats_requests) {
+      auto pos = std::find(p.awaiting.begin(), p.awaiting.end(), index);
+      if (pos == p.awaiting.end()) continue;
+      p.awaiting.erase(pos);
+      if (finish_stats(s, request, p)) done.push_back(request);
+    }
+    for (uint64_t request : done) s.stats_requests.erase(request);
+  }
   for (uint64_t sid : w.sessions) {
     auto it = sessions.find(sid);
     if (it == sessions.end()) continue;

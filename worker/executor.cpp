@@ -485,6 +485,7 @@ bool Executor::run_compiled(uint64_t session_id, Session& s, Promoted& unit, Con
   }
   jit::RunOptions ro;
   ro.device = options_.device;
+  ro.scalars = m.scalars();
   for (const jit::ChainOp& op : chain.ops) {
     if (op.op == OpCode::Randn || op.op == OpCode::Rand || op.op == OpCode::ManualSeed) {
       ro.generator = &generator(s);
@@ -504,6 +505,7 @@ bool Executor::run_compiled(uint64_t session_id, Session& s, Promoted& unit, Con
       for (const at::Tensor& t : externals) eager_inputs.push_back(t.clone());
       jit::RunOptions plain;
       plain.device = options_.device;
+      plain.scalars = m.scalars();
       eager_results = compiled->run_eager(eager_inputs, plain);
     } catch (const std::exception& e) {
       log_->warn("[worker {}] JIT: GT_COMPILE_VERIFY's eager run failed: {}", options_.worker,

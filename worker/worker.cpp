@@ -11,6 +11,7 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <unordered_set>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -92,10 +93,42 @@ uint64_t host_memory_bytes() {
 
 // What the IO thread hands the executor thread, in stream order.
 struct Item {
-  Frames frames;       // a verified Batch or Bye message (header + data frames)
+  Frames frames;       // a verified Batch, Bye or StatsRequest (header + data frames)
   bool reset = false;  // (re-)registered: drop every session, take `index`
   int index = -1;
 };
+
+// This worker's StatsReply for `session`: the executor's counters and the
+// JIT's (zeros when the JIT is off). Runs on the executor thread, so it sees
+// every batch received before the request (Note [stats gathering] in
+// dispatcher/dispatcher.cpp). `sessions` are the ids the executor may hold:
+// it has no accessor for all of its sessions' tensors, so they are summed here.
+zmq::message_t stats_reply(const Executor& executor, const jit::CompileService* jit,
+                           const std::string& device, const std::unordered_set<uint64_t>& sessions,
+                           uint64_t session, uint64_t request) {
+  wire::WorkerStatsInfo w;
+  w.worker = executor.worker_index();
+  w.device = device;
+  w.sessions = executor.session_count();
+  w.session_tensors = executor.tensor_count(session);
+  for (uint64_t id : sessions) w.tensors += executor.tensor_count(id);
+  w.instructions = executor.instructions_executed();
+  if (jit) {
+    const jit::JitStats j = jit->stats();
+    w.jit_enabled = true;
+    w.jit_detected = j.detected;
+    w.jit_compiled = j.compiled;
+    w.jit_cache_hits = j.cache_hits;
+    w.jit_failures = j.failures;
+    w.jit_duplicates = j.duplicates;
+    w.jit_runs = j.runs;
+    w.jit_dropped = j.dropped;
+    w.jit_fallbacks = j.fallbacks;
+    w.jit_limited = j.limited;
+    w.jit_elided_runs = j.elided_runs;
+  }
+  return wire::encode_stats_reply(session, request, std::span(&w, 1));
+}
 
 }  // namespace
 
@@ -195,6 +228,9 @@ void Worker::Impl::executor_main() {
                                               : jit_options.cache_dir.string());
     }
     Executor executor(ExecutorOptions{index.load(), device, capacity_bytes, log, jit});
+    // Sessions that sent a batch and no Bye since: the executor's sessions
+    // are among them (for the stats' tensor total).
+    std::unordered_set<uint64_t> sessions;
     std::deque<Item> work;
     for (;;) {
       {
@@ -212,10 +248,23 @@ void Worker::Impl::executor_main() {
           }
           executor.drop_all_sessions();
           executor.set_worker_index(item.index);
+          sessions.clear();
           continue;
         }
         // The IO thread verified the header; the frames moved here intact.
         const wire::Message* msg = wire::GetMessage(item.frames[0].data());
+        switch (msg->body_type()) {
+          case wire::Body::StatsRequest: {
+            Frames reply;
+            reply.push_back(stats_reply(executor, jit.get(), options.device, sessions,
+                                        msg->session(), msg->body_as_StatsRequest()->request()));
+            sink(std::move(reply));
+            continue;
+          }
+          case wire::Body::Batch: sessions.insert(msg->session()); break;
+          case wire::Body::Bye: sessions.erase(msg->session()); break;
+          default: break;
+        }
         executor.handle_verified(*msg, std::span(item.frames).subspan(1), sink);
       }
       work.clear();
@@ -345,6 +394,7 @@ void Worker::Impl::io_loop(zmq::socket_t& pull) {
         switch (msg->body_type()) {
           case wire::Body::Batch:
           case wire::Body::Bye:
+          case wire::Body::StatsRequest:  // answered in stream order by the executor thread
             if (registered) {
               push_item(Item{std::move(*frames)});
             } else {

@@ -23,8 +23,9 @@ void check_device(const std::string& device);
 
 /// One worker: an IO thread owns the DEALER socket to the dispatcher (Hello,
 /// Welcome, heartbeats, re-registration after heartbeat_timeout of silence);
-/// an executor thread runs the received batches in order (worker/executor.h)
-/// and hands replies back to the IO thread over an inproc PUSH/PULL pair.
+/// an executor thread runs the received batches in order (worker/executor.h),
+/// answers a StatsRequest after the batches received before it, and hands
+/// replies back to the IO thread over an inproc PUSH/PULL pair.
 ///
 /// Pinned (copy and move deleted). The constructor validates the options and
 /// throws std::invalid_argument; it starts nothing. run() starts both threads

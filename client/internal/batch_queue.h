@@ -17,10 +17,13 @@
 namespace gt::client {
 
 /// One sealed batch: instructions in issue order plus the data frames their
-/// FromData instructions name by index (Instr.payload).
+/// FromData instructions name by index (Instr.payload). With stats_request
+/// set it is no batch but a StatsRequest{stats_request} to send in its place
+/// in the stream (instrs and payloads are empty).
 struct Batch {
   std::vector<wire::Instr> instrs;
   std::vector<zmq::message_t> payloads;
+  uint64_t stats_request = 0;
 };
 
 /// Collects instructions from any number of user threads into an open batch
@@ -50,6 +53,10 @@ class GT_API BatchQueue {
   /// Appends an instruction and seals the batch at once (sync points: one
   /// wake-up instead of two). The IO thread must be woken afterwards.
   void push_and_seal(wire::Instr&& instr);
+  /// Seals the open batch (and pending frees), then queues a StatsRequest
+  /// tagged `request` behind it, so it leaves after everything issued before.
+  /// The IO thread must be woken afterwards.
+  void push_stats_request(uint64_t request);
   /// Queues an id for the next Free; returns whether to wake the IO thread.
   bool push_free(wire::TensorId id) noexcept;
   /// Seals the open batch (and pending frees) if there is anything.

@@ -121,6 +121,10 @@ class GT_API Session : public std::enable_shared_from_this<Session> {
   /// failure since the previous sync (and any asynchronous error) as
   /// gt::RemoteError.
   void synchronize();
+  /// Asks every worker for its counters (gt::debug::stats); a sync point like
+  /// synchronize(), but op failures stay queued for the next synchronize().
+  /// Throws gt::TransportError on a lost connection.
+  std::vector<wire::WorkerStatsInfo> worker_stats();
   /// Ends the session; see the class comment. Never throws.
   void close() noexcept;
 
@@ -143,6 +147,7 @@ class GT_API Session : public std::enable_shared_from_this<Session> {
     std::optional<wire::FailureInfo> failure;  // ErrorReply for this request
     std::vector<wire::FailureInfo> sync_errors;
     FetchResult fetched;
+    std::vector<wire::WorkerStatsInfo> worker_stats;
   };
   class WaiterGuard;
 

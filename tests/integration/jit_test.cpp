@@ -14,6 +14,8 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
+#include <thread>
 #include <map>
 #include <string>
 
@@ -89,6 +91,7 @@ TEST_CASE("a hot loop is compiled in the background and a second process hits th
     CHECK(at::allclose(fetch_double(x), tx.to(at::kDouble), 1e-5, 1e-6));
     CHECK(at::allclose(fetch_double(mid), tmid.to(at::kDouble), 1e-5, 1e-6));
     CHECK_THAT(cluster.worker_log(0), Catch::Contains("first compiled run"));
+    CHECK(gt::debug::stats().jit().runs >= 1);
     gt::shutdown();
   }
   CHECK_FALSE(std::filesystem::is_empty(cache.path));
@@ -148,5 +151,65 @@ TEST_CASE("a broken compiler leaves the chain eager with one warning and right r
     ++warnings;
   }
   CHECK(warnings == 1);
+  gt::shutdown();
+}
+
+namespace {
+
+// Trains a small MLP with Adam on fixed data and returns its parameters.
+// Adam's bias corrections change every step (Note [dynamic scalars] in
+// worker/jit/chain.h), so the loop body repeats only with its numbers left out.
+std::vector<at::Tensor> train_adam(int steps, const std::function<void()>& midway = {}) {
+  gt::manual_seed(21);
+  gt::nn::Sequential net(gt::nn::Linear(8, 16), gt::nn::ReLU(), gt::nn::Linear(16, 3));
+  gt::optim::Adam opt(net->parameters(), gt::optim::AdamOptions(0.01));
+  at::manual_seed(22);
+  const gt::Tensor x = to_gt(at::randn({32, 8}));
+  const gt::Tensor y = to_gt(at::randint(0, 3, {32}, at::kLong));
+  for (int step = 0; step < steps; ++step) {
+    if (step == steps / 2 && midway) midway();
+    opt.zero_grad();
+    gt::Tensor loss = gt::nn::functional::cross_entropy(net->forward(x), y);
+    loss.backward();
+    opt.step();
+  }
+  std::vector<at::Tensor> out;
+  for (const gt::Tensor& p : net->parameters()) out.push_back(fetch_double(p));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("an Adam training step is compiled despite its changing numbers and trains the same",
+          "[jit][integration]") {
+  TempDir cache;
+  std::vector<at::Tensor> eager;
+  {
+    gt::test::TestCluster cluster(1);
+    gt::connect(cluster.endpoint());
+    eager = train_adam(60);
+    gt::shutdown();
+  }
+  gt::test::TestCluster cluster(1, jit_env(cache.path, "GT_AUTO_COMPILE"));
+  gt::connect(cluster.endpoint());
+  // Halfway, wait for the background compile so the second half can run it.
+  const std::vector<at::Tensor> compiled = train_adam(60, [] {
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (gt::debug::stats().jit().compiled == 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(20ms);
+    }
+  });
+  const gt::debug::JitStats jit = gt::debug::stats().jit();
+  INFO(cluster.worker_log(0));
+  CHECK(jit.detected >= 1);
+  CHECK(jit.compiled >= 1);
+  CHECK(jit.failures == 0);
+  // Compiled units ran (or, timed slower than eager, were dropped after the trial).
+  CHECK(jit.runs + jit.dropped >= 1);
+  REQUIRE(compiled.size() == eager.size());
+  for (size_t i = 0; i < eager.size(); ++i) {
+    INFO("parameter " << i << ", max abs diff " << (compiled[i] - eager[i]).abs().max().item<double>());
+    CHECK(at::allclose(compiled[i], eager[i], 1e-4, 1e-5));
+  }
   gt::shutdown();
 }

@@ -13,7 +13,7 @@ namespace {
 // The digest keys the on-disk cache, so it must not change between builds or
 // processes: explicit arithmetic only (no std::hash), every list prefixed by
 // its length. Bump kDigestVersion when the recipe changes.
-constexpr uint64_t kDigestVersion = 1;
+constexpr uint64_t kDigestVersion = 2;
 
 struct Digest {
   uint64_t h = 0x6A09E667F3BCC908ULL ^ kDigestVersion;
@@ -43,6 +43,35 @@ void put_double(std::ostringstream& os, double v) {
 
 }  // namespace
 
+bool dynamic_floats(OpCode op) {
+  switch (op) {
+    case OpCode::AddScalar:
+    case OpCode::SubScalar:
+    case OpCode::RSubScalar:
+    case OpCode::MulScalar:
+    case OpCode::DivScalar:
+    case OpCode::RDivScalar:
+    case OpCode::AddScalarInplace:
+    case OpCode::SubScalarInplace:
+    case OpCode::MulScalarInplace:
+    case OpCode::AddInplace:
+    case OpCode::SubInplace:
+    case OpCode::AddcmulInplace:
+    case OpCode::AddcdivInplace:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::vector<double> Chain::scalars() const {
+  std::vector<double> out;
+  for (const ChainOp& op : ops) {
+    if (dynamic_floats(op.op)) out.insert(out.end(), op.floats.begin(), op.floats.end());
+  }
+  return out;
+}
+
 uint64_t Chain::digest() const {
   Digest d;
   d.add(static_cast<uint64_t>(externals));
@@ -55,7 +84,9 @@ uint64_t Chain::digest() const {
     d.add(op.ints.size());
     for (int64_t v : op.ints) d.add(static_cast<uint64_t>(v));
     d.add(op.floats.size());
-    for (double v : op.floats) d.add(std::bit_cast<uint64_t>(v));
+    if (!dynamic_floats(op.op)) {
+      for (double v : op.floats) d.add(std::bit_cast<uint64_t>(v));
+    }
     d.add(op.inputs.size());
     for (int32_t v : op.inputs) d.add(static_cast<uint64_t>(static_cast<uint32_t>(v)));
     d.add(op.input_metas.size());

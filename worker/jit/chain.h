@@ -24,6 +24,22 @@
 
 namespace gt::worker::jit {
 
+// Note [dynamic scalars]
+// Some number operands change every iteration of a loop that is otherwise the
+// same: Adam's bias corrections (lr / (1 - beta1^t), sqrt(1 - beta2^t)), a
+// learning-rate schedule. The floats of the ops dynamic_floats() names are
+// therefore left out of op signatures and chain digests: they are run-time
+// arguments of a compiled chain. The matcher collects them from the matched
+// instructions in op order (all floats of each such op), and compiled code
+// reads them from there (RunOptions::scalars); ChainOp::floats keeps the
+// values of the recorded instance. Floats that select an algorithm stay
+// part of the chain (pow's exponent picks sqrt or a multiply; arange's
+// bounds give the output's shape).
+
+/// True when the op's float attributes are run-time numbers
+/// (Note [dynamic scalars]).
+bool dynamic_floats(OpCode op);
+
 /// One op of a chain.
 struct ChainOp {
   OpCode op;
@@ -54,6 +70,9 @@ struct Chain {
   uint64_t structure_digest() const;
   /// True when some produced value dies inside the unit.
   bool has_dead_values() const;
+  /// The floats of its dynamic_floats() ops, in op order: the run-time
+  /// numbers of this (recorded) instance.
+  std::vector<double> scalars() const;
   /// One line per op, for GT_DEBUG_COMPILE and test failure messages.
   std::string describe() const;
   bool operator==(const Chain&) const = default;

@@ -1,5 +1,6 @@
 #include "worker/jit/codegen_cpu.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <set>
@@ -75,9 +76,12 @@ std::string int_literal(int64_t x) {
 }
 
 // The op's number operand converted to T, as LibTorch converts a wrapped
-// number to the op's compute type.
-std::string scalar_operand(const ChainOp& op, const char* T) {
-  const std::string lit = op.ints.empty() ? cpu_double_literal(op.floats[0]) : int_literal(op.ints[0]);
+// number to the op's compute type. `dynamic` names the kernel's local that
+// holds a run-time number (Note [dynamic scalars]); empty: a literal.
+std::string scalar_operand(const ChainOp& op, const char* T, const std::string& dynamic) {
+  const std::string lit = !dynamic.empty() ? dynamic
+                          : op.ints.empty() ? cpu_double_literal(op.floats[0])
+                                            : int_literal(op.ints[0]);
   return std::string("((") + T + ")" + lit + ")";
 }
 
@@ -86,7 +90,8 @@ double scalar_value(const ChainOp& op) {
 }
 
 // Expression for one op; `a`, `b` are its inputs already converted to T.
-std::string op_expr(const ChainOp& op, const std::vector<std::string>& in, DType t) {
+std::string op_expr(const ChainOp& op, const std::vector<std::string>& in, DType t,
+                    const std::string& dynamic) {
   const TypeNames n = type_names(t);
   const std::string T = n.c;
   const std::string one = "((" + T + ")1)";
@@ -100,12 +105,12 @@ std::string op_expr(const ChainOp& op, const std::vector<std::string>& in, DType
     case OpCode::Sub: return a + " - " + in[1];
     case OpCode::Mul: return a + " * " + in[1];
     case OpCode::Div: return a + " / " + in[1];
-    case OpCode::AddScalar: return a + " + " + scalar_operand(op, n.c);
-    case OpCode::SubScalar: return a + " - " + scalar_operand(op, n.c);
-    case OpCode::RSubScalar: return scalar_operand(op, n.c) + " - " + a;
-    case OpCode::MulScalar: return a + " * " + scalar_operand(op, n.c);
-    case OpCode::DivScalar: return a + " / " + scalar_operand(op, n.c);
-    case OpCode::RDivScalar: return scalar_operand(op, n.c) + " / " + a;
+    case OpCode::AddScalar: return a + " + " + scalar_operand(op, n.c, dynamic);
+    case OpCode::SubScalar: return a + " - " + scalar_operand(op, n.c, dynamic);
+    case OpCode::RSubScalar: return scalar_operand(op, n.c, dynamic) + " - " + a;
+    case OpCode::MulScalar: return a + " * " + scalar_operand(op, n.c, dynamic);
+    case OpCode::DivScalar: return a + " / " + scalar_operand(op, n.c, dynamic);
+    case OpCode::RDivScalar: return scalar_operand(op, n.c, dynamic) + " / " + a;
     case OpCode::Neg: return "-" + a;
     case OpCode::Exp: return fn("exp", a);
     case OpCode::Log: return fn("log", a);
@@ -133,12 +138,12 @@ std::string op_expr(const ChainOp& op, const std::vector<std::string>& in, DType
       if (et == 2) return a + " * " + a;
       if (et == 3) return a + " * " + a + " * " + a;
       if (et == -2) return one + " / (" + a + " * " + a + ")";
-      return std::string("pow") + n.sfx + "(" + a + ", " + scalar_operand(op, n.c) + ")";
+      return std::string("pow") + n.sfx + "(" + a + ", " + scalar_operand(op, n.c, dynamic) + ")";
     }
     case OpCode::RPowScalar:
       // LibTorch: a base of 1 gives ones (whatever the exponent).
       if (scalar_value(op) == 1) return one;
-      return std::string("pow") + n.sfx + "(" + scalar_operand(op, n.c) + ", " + a + ")";
+      return std::string("pow") + n.sfx + "(" + scalar_operand(op, n.c, dynamic) + ", " + a + ")";
     case OpCode::Gelu:
       return a + " * ((" + T + ")0.5) * (" + one + " + " +
              fn("erf", a + " * ((" + T + ")" + cpu_double_literal(M_SQRT1_2) + ")") + ")";
@@ -262,7 +267,12 @@ CpuKernelSource generate_cpu_kernel(const Graph& graph, const FusedGroup& group)
       const std::string name = join({"v", std::to_string(u)});
       args.push_back(graph.values[u].meta.dtype == t ? name : "((" + T + ")" + name + ")");
     }
-    body << "        const " << T << " v" << v << " = " << op_expr(op, args, t) << ";\n";
+    std::string dynamic;  // the local holding this op's run-time number
+    if (graph.scalar_base[i] >= 0) {
+      const auto at = std::find(group.scalars.begin(), group.scalars.end(), graph.scalar_base[i]);
+      dynamic = join({"s", std::to_string(at - group.scalars.begin())});
+    }
+    body << "        const " << T << " v" << v << " = " << op_expr(op, args, t, dynamic) << ";\n";
   }
   const std::string compute = body.str();
 
@@ -288,6 +298,10 @@ CpuKernelSource generate_cpu_kernel(const Graph& graph, const FusedGroup& group)
   for (size_t j = 0; j < group.outputs.size(); ++j) {
     const char* T = type_names(graph.values[group.outputs[j]].meta.dtype).c;
     f << "  " << T << "* const out" << j << " = (" << T << "*)outputs[" << j << "];\n";
+  }
+  // Run-time numbers follow the tensor inputs, one double each.
+  for (size_t j = 0; j < group.scalars.size(); ++j) {
+    f << "  const double s" << j << " = *(const double*)inputs[" << n_in + j << "];\n";
   }
 
   // Fast path: contiguous inputs, collapsed static dims, a simd inner loop.

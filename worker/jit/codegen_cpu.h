@@ -11,7 +11,9 @@
 //                                  int64_t rank, int64_t begin, int64_t end);
 // computing the elements [begin, end) of the row-major linear index over the
 // group's shape (so a caller splits the work across threads by ranges).
-// `inputs` follow FusedGroup::inputs, `outputs` FusedGroup::outputs; outputs
+// `inputs` follow FusedGroup::inputs, then one `const double*` per entry of
+// FusedGroup::scalars (run-time numbers, Note [dynamic scalars] in chain.h);
+// `outputs` follow FusedGroup::outputs; outputs
 // are contiguous buffers of the group's shape in their value's dtype. Shapes
 // are baked into the code (guards live in the caller); `shape`/`rank` are
 // checked against them and a mismatch returns 1 without touching memory.

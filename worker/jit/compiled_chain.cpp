@@ -47,9 +47,14 @@ void run_library_step(const Graph& g, int32_t op_index, std::vector<at::Tensor>&
   if (options.before_inplace && op_info(op.op).kind == OpKind::Inplace) {
     options.before_inplace(inputs[0]);
   }
+  // Run-time numbers replace the recorded floats (Note [dynamic scalars]).
+  std::span<const double> floats = op.floats;
+  if (g.scalar_base[op_index] >= 0 && !options.scalars.empty()) {
+    floats = options.scalars.subspan(static_cast<size_t>(g.scalar_base[op_index]), op.floats.size());
+  }
   const KernelArgs args{inputs,
                         op.ints,
-                        op.floats,
+                        floats,
                         op.dtype,
                         op.output_metas.empty() ? nullptr : &op.output_metas[0],
                         options.generator,
@@ -73,7 +78,12 @@ void run_fused_step(const Graph& g, size_t step, CpuKernelFn fn, std::vector<at:
                     const RunOptions& options) {
   const FusedGroup& grp = g.steps[step].group;
   const int64_t rank = static_cast<int64_t>(grp.shape.size());
-  std::vector<const void*> in_ptrs(grp.inputs.size());
+  std::vector<const void*> in_ptrs(grp.inputs.size() + grp.scalars.size());
+  const std::span<const double> scalars =
+      options.scalars.empty() ? std::span<const double>(g.default_scalars) : options.scalars;
+  for (size_t j = 0; j < grp.scalars.size(); ++j) {
+    in_ptrs[grp.inputs.size() + j] = &scalars[static_cast<size_t>(grp.scalars[j])];
+  }
   bool contiguous = true;
   for (size_t k = 0; k < grp.inputs.size(); ++k) {
     const at::Tensor& t = env[grp.inputs[k]];
@@ -133,6 +143,9 @@ std::vector<at::Tensor> run_graph(const Graph& g, std::span<const CpuKernelFn> k
                                   std::span<const at::Tensor> externals,
                                   const RunOptions& options) {
   check_externals(g, externals, g.fused_groups() > 0);
+  GT_CHECK(options.scalars.empty() || options.scalars.size() == g.default_scalars.size(),
+           "[jit.run] expected ", g.default_scalars.size(), " run-time numbers, got ",
+           options.scalars.size());
   std::vector<at::Tensor> env(g.values.size());
   for (size_t i = 0; i < externals.size(); ++i) env[i] = externals[i];
   for (size_t si = 0; si < g.steps.size(); ++si) {

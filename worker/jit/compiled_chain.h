@@ -35,6 +35,9 @@ struct RunOptions {
   /// Called with the tensor an in-place op is about to mutate, before the op
   /// runs (the executor's Note [fetch buffers] hook); may be empty.
   std::function<void(const at::Tensor& self)> before_inplace;
+  /// The unit's run-time numbers (ChainMatcher::scalars(), Note [dynamic
+  /// scalars] in chain.h); empty: those of the recorded instance.
+  std::span<const double> scalars;
 };
 
 /// Runs `chain` op by op through the kernel table (what the executor does

@@ -147,6 +147,13 @@ Graph build_graph(const Chain& chain, const FusionOptions& options) {
   Graph g;
   g.chain = chain;
   g.values.reserve(chain.externals + chain.escapes.size());
+  g.scalar_base.assign(chain.ops.size(), -1);
+  for (size_t i = 0; i < chain.ops.size(); ++i) {
+    const ChainOp& op = chain.ops[i];
+    if (!dynamic_floats(op.op) || op.floats.empty()) continue;
+    g.scalar_base[i] = static_cast<int32_t>(g.default_scalars.size());
+    g.default_scalars.insert(g.default_scalars.end(), op.floats.begin(), op.floats.end());
+  }
   for (const TensorMeta& m : chain.external_metas) g.values.push_back({m, -1, false});
 
   // Number the produced values and check every op against them.
@@ -241,6 +248,9 @@ Graph build_graph(const Chain& chain, const FusionOptions& options) {
         }
       }
       if (g.op_output[i] >= 0) inside[g.op_output[i]] = true;
+      for (size_t k = 0; k < chain.ops[i].floats.size() && g.scalar_base[i] >= 0; ++k) {
+        grp.scalars.push_back(g.scalar_base[i] + static_cast<int32_t>(k));
+      }
     }
     for (int32_t i : grp.ops) {
       const int32_t v = g.op_output[i];

@@ -39,6 +39,7 @@ struct FusedGroup {
   std::vector<int32_t> ops;      // indices into Chain::ops, in stream order
   std::vector<int32_t> inputs;   // chain values read but not produced here, first-use order
   std::vector<int32_t> outputs;  // chain values produced here and needed after, value order
+  std::vector<int32_t> scalars;  // run-time number slots its ops read (Graph::scalar_base)
   Shape shape;                   // the shape every op of the group produces
 };
 
@@ -68,6 +69,10 @@ struct Graph {
   Chain chain;
   std::vector<ValueInfo> values;             // externals first (Note [chain values])
   std::vector<int32_t> op_output;            // per chain op: its output value, -1 for none
+  // Per chain op: the slot of its first run-time number (Note [dynamic
+  // scalars] in chain.h; its floats take consecutive slots), -1 for none.
+  std::vector<int32_t> scalar_base;
+  std::vector<double> default_scalars;       // the recorded instance's numbers, per slot
   std::vector<Step> steps;                   // in execution order
   std::vector<std::vector<int32_t>> dead_after;  // per step: produced values last used there
 

@@ -15,6 +15,7 @@ void ChainMatcher::reset() {
   produced_ = 0;
   std::fill(external_ids_.begin(), external_ids_.end(), 0);
   std::fill(produced_ids_.begin(), produced_ids_.end(), 0);
+  scalars_.clear();
 }
 
 // Ids are session-unique and never 0 (the client starts at 1), so 0 marks an
@@ -33,13 +34,14 @@ ChainMatcher::Step ChainMatcher::offer(const OfferedOp& in, const LiveMeta& live
   };
   if (matched_ == chain_->ops.size()) reset();  // the last unit completed: a new one starts
   const ChainOp& c = chain_->ops[matched_];
+  const bool dynamic = dynamic_floats(c.op);
   if (in.op != c.op || in.dtype != c.dtype || in.inputs.size() != c.inputs.size() ||
-      in.outputs.size() != c.output_metas.size() ||
+      in.outputs.size() != c.output_metas.size() || in.floats.size() != c.floats.size() ||
       !std::equal(in.ints.begin(), in.ints.end(), c.ints.begin(), c.ints.end()) ||
-      !std::equal(in.floats.begin(), in.floats.end(), c.floats.begin(), c.floats.end(),
-                  [](double a, double b) {
-                    return std::bit_cast<uint64_t>(a) == std::bit_cast<uint64_t>(b);
-                  })) {
+      (!dynamic && !std::equal(in.floats.begin(), in.floats.end(), c.floats.begin(),
+                               [](double a, double b) {
+                                 return std::bit_cast<uint64_t>(a) == std::bit_cast<uint64_t>(b);
+                               }))) {
     return diverged();
   }
   for (size_t i = 0; i < in.inputs.size(); ++i) {
@@ -65,6 +67,7 @@ ChainMatcher::Step ChainMatcher::offer(const OfferedOp& in, const LiveMeta& live
     if (id == 0 || bound(id) || produced_ >= chain_->produced()) return diverged();
     produced_ids_[static_cast<size_t>(produced_++)] = id;
   }
+  if (dynamic) scalars_.insert(scalars_.end(), in.floats.begin(), in.floats.end());
   if (++matched_ < chain_->ops.size()) return Step::Continue;
   return Step::Complete;
 }

@@ -14,6 +14,8 @@
 //   unit produced, and must not already stand for another external;
 // - a produced value must be named by the id the unit's op gave it;
 // - an op's output ids must be new to the unit.
+// The floats of dynamic_floats() ops are not compared: they are collected as
+// the unit's run-time numbers (Note [dynamic scalars] in chain.h).
 // Any difference is a divergence: the caller runs what it buffered eagerly.
 // Metas of produced values need no check: they follow from the op table given
 // equal ops and equal external metas.
@@ -69,6 +71,8 @@ class ChainMatcher {
   std::span<const wire::TensorId> external_ids() const { return external_ids_; }
   /// After Complete: the id of each produced value, in value order.
   std::span<const wire::TensorId> produced_ids() const { return produced_ids_; }
+  /// After Complete: the unit's run-time numbers (Chain::scalars() order).
+  std::span<const double> scalars() const { return scalars_; }
 
  private:
   bool bound(wire::TensorId id) const;
@@ -78,6 +82,7 @@ class ChainMatcher {
   int32_t produced_ = 0;                      // produced values bound so far
   std::vector<wire::TensorId> external_ids_;  // 0 = not bound yet
   std::vector<wire::TensorId> produced_ids_;
+  std::vector<double> scalars_;
 };
 
 }  // namespace gt::worker::jit

@@ -8,7 +8,8 @@
 
 // Note [op signatures]
 // Each executed op gets a 64-bit signature: op code, dtype attribute, ints,
-// floats (bit patterns), input count, output count, every input's shape and
+// floats (bit patterns; not for ops whose floats are run-time numbers, Note
+// [dynamic scalars] in chain.h), input count, output count, every input's shape and
 // dtype, and for every input where its value was last named: "operand k of
 // the op d positions back" (d < window; an in-place op's target, the previous
 // step's result and a parameter read once per step all keep the same d from
@@ -147,7 +148,11 @@ std::optional<Detection> SequenceRecorder::record(const OpRecord& r) {
       mix(kSeed, static_cast<uint64_t>(r.op) | (static_cast<uint64_t>(r.dtype) << 16) |
                      (static_cast<uint64_t>(n_in) << 24) | (static_cast<uint64_t>(n_out) << 48));
   h = mix(h, static_cast<uint64_t>(s.n_ints) | (static_cast<uint64_t>(s.n_floats) << 32));
-  for (uint32_t k = 0; k < s.in_metas_end; ++k) h = mix(h, s.words[k]);
+  const uint32_t skip_begin = s.n_ints;
+  const uint32_t skip_end = dynamic_floats(r.op) ? s.n_ints + s.n_floats : s.n_ints;
+  for (uint32_t k = 0; k < s.in_metas_end; ++k) {
+    if (k < skip_begin || k >= skip_end) h = mix(h, s.words[k]);
+  }
   s.weak = h;
 
   // An id last named at or before pos - window counts as absent (the sweep

@@ -7,6 +7,7 @@
 
 #include <gt/autograd.h>
 #include <gt/data.h>
+#include <gt/debug.h>
 #include <gt/dtype.h>
 #include <gt/error.h>
 #include <gt/export.h>

@@ -55,6 +55,15 @@ void FakeDispatcher::send_async_error(wire::FailureInfo f) {
   outbox_.push_back(std::move(f));
 }
 
+void FakeDispatcher::set_stats(std::vector<wire::WorkerStatsInfo> workers) {
+  std::lock_guard lock(mutex_);
+  stats_ = std::move(workers);
+}
+std::vector<size_t> FakeDispatcher::stats_requests() const {
+  std::lock_guard lock(mutex_);
+  return stats_requests_;
+}
+
 std::optional<FakeDispatcher::HelloInfo> FakeDispatcher::hello() const {
   std::lock_guard lock(mutex_);
   return hello_;
@@ -145,6 +154,13 @@ void FakeDispatcher::handle(std::vector<zmq::message_t>& frames) {
       return;
     case wire::Body::Bye:
       bye_ = true;
+      return;
+    case wire::Body::StatsRequest:
+      stats_requests_.push_back(batches_.size());
+      if (!silent_) {
+        send(identity, wire::encode_stats_reply(
+                           kSession, msg->body_as_StatsRequest()->request(), stats_));
+      }
       return;
     case wire::Body::Batch: {
       std::vector<wire::Instr> instrs;

@@ -2,7 +2,8 @@
 // A dispatcher stand-in for client tests: a ROUTER on tcp://127.0.0.1:*
 // served by its own thread. It answers Hello with Welcome, Heartbeat with
 // Heartbeat, Fetch with FetchReply (the data of FromData tensors, data set by
-// the test, or zeros shaped by the op table) and Sync with SyncReply, and it
+// the test, or zeros shaped by the op table), Sync with SyncReply and
+// StatsRequest with a StatsReply of the entries set by the test, and it
 // records everything. Fault injection: refuse or ignore the Hello, go silent,
 // poison tensors, fail syncs, send asynchronous errors.
 
@@ -62,6 +63,8 @@ class FakeDispatcher {
   void set_fetch_data(wire::TensorId id, FetchData data);
   /// Sends ErrorReply{request 0, f} to the client.
   void send_async_error(wire::FailureInfo f);
+  /// StatsRequests are answered with these entries.
+  void set_stats(std::vector<wire::WorkerStatsInfo> workers);
 
   // ---- observations (copies, thread-safe) ----
   std::optional<HelloInfo> hello() const;
@@ -69,6 +72,8 @@ class FakeDispatcher {
   std::vector<wire::Instr> instructions() const;
   int heartbeats() const;
   bool got_bye() const;
+  /// For each StatsRequest received: how many batches had arrived before it.
+  std::vector<size_t> stats_requests() const;
   /// Waits until pred() (called under the fake's lock) holds; false on timeout.
   bool wait_for(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
   /// For wait_for predicates (the lock is held).
@@ -106,6 +111,8 @@ class FakeDispatcher {
   std::optional<HelloInfo> hello_;
   std::optional<zmq::message_t> client_identity_;
   std::vector<std::vector<wire::Instr>> batches_;
+  std::vector<wire::WorkerStatsInfo> stats_;
+  std::vector<size_t> stats_requests_;
   int heartbeats_ = 0;
   bool bye_ = false;
 };

@@ -331,3 +331,47 @@ TEST_CASE("session is usable from several threads", "[session][unit]") {
   CHECK(ops == 1000);
   CHECK(freed == 1000);
 }
+
+TEST_CASE("session stats request follows the open batch and returns every entry",
+          "[session][unit]") {
+  FakeDispatcher fake;
+  gt::wire::WorkerStatsInfo a, b;
+  a.worker = 0;
+  a.device = "cpu";
+  a.session_tensors = 3;
+  a.instructions = 9;
+  b.worker = 1;
+  b.device = "cuda:0";
+  b.jit_enabled = true;
+  b.jit_compiled = 2;
+  fake.set_stats({a, b});
+  auto s = Session::start(options_for(fake));
+  s->issue(zeros(s->new_id()));
+  s->issue(zeros(s->new_id()));
+  s->release(1);
+  const auto stats = s->worker_stats();
+  REQUIRE(stats.size() == 2);
+  CHECK(stats[0] == a);
+  CHECK(stats[1] == b);
+  // One batch (two ops and the Free) went out before the request.
+  auto batches = fake.batches();
+  REQUIRE(batches.size() == 1);
+  REQUIRE(batches[0].size() == 3);
+  CHECK(batches[0][2].kind == InstrKind::Free);
+  CHECK(fake.stats_requests() == std::vector<size_t>{1});
+  // With nothing open, the request goes alone.
+  CHECK(s->worker_stats().size() == 2);
+  CHECK(fake.stats_requests() == std::vector<size_t>{1, 1});
+}
+
+TEST_CASE("session stats fail with TransportError when the dispatcher goes silent",
+          "[session][unit]") {
+  FakeDispatcher fake;
+  auto o = options_for(fake);
+  o.heartbeat_interval = 20ms;
+  o.heartbeat_timeout = 200ms;
+  auto s = Session::start(o);
+  fake.set_silent(true);
+  CHECK_THROWS_AS(s->worker_stats(), gt::TransportError);
+  CHECK_THROWS_AS(s->worker_stats(), gt::TransportError);
+}

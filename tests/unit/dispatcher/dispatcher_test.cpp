@@ -193,3 +193,127 @@ TEST_CASE("dispatcher rejects malformed and unexpected messages and keeps servin
         static_cast<uint16_t>(Status::WrongRole));
   CHECK(r.d.stats().malformed.load() == 1);
 }
+
+namespace {
+
+// A worker's answer to a StatsRequest: echoes the session and request.
+void answer_stats(Peer& worker, Frames& request, uint64_t tensors, int claimed_index) {
+  const auto* msg = wire::decode(request[0]);
+  REQUIRE(msg->body_type() == wire::Body::StatsRequest);
+  wire::WorkerStatsInfo w;
+  w.worker = claimed_index;
+  w.device = "cpu";
+  w.session_tensors = tensors;
+  w.instructions = 10 * tensors;
+  worker.send(wire::encode_stats_reply(msg->session(), msg->body_as_StatsRequest()->request(),
+                                       std::span(&w, 1)));
+}
+
+}  // namespace
+
+TEST_CASE("dispatcher gathers one stats entry per worker, in stream order",
+          "[dispatcher][unit]") {
+  Running r;
+  Peer w0(r.d.endpoint()), w1(r.d.endpoint());
+  w0.send(wire::encode_hello(wire::Role::Worker, "cpu", 1, 10, "w0", 0));
+  (void)w0.recv();
+  w1.send(wire::encode_hello(wire::Role::Worker, "cuda:0", 1, 11, "w1", 0));
+  (void)w1.recv();
+  Peer client(r.d.endpoint());
+  client.send(wire::encode_hello(wire::Role::Client, "", 0, 1, "c", 2));
+  auto f = client.recv();
+  const uint64_t session = wire::decode(f[0])->body_as_Welcome()->session();
+
+  // The session lives on worker 0: its batch reaches it before the request.
+  std::vector<wire::Instr> batch{fetch(1, 5)};
+  client.send(wire::encode_batch(session, 1, batch));
+  client.send(wire::encode_stats_request(session, 6));
+  auto b = w0.recv();
+  CHECK(wire::decode(b[0])->body_type() == wire::Body::Batch);
+  auto q0 = w0.recv();
+  auto q1 = w1.recv();
+  const auto* m1 = wire::decode(q1[0]);
+  REQUIRE(m1->body_type() == wire::Body::StatsRequest);
+  CHECK(m1->session() == session);
+  CHECK(m1->body_as_StatsRequest()->request() == 6);
+
+  // Answers arrive in any order; nothing goes to the client before the last.
+  answer_stats(w1, q1, 0, 7);  // a wrong index claim: the dispatcher's numbering wins
+  CHECK_FALSE(client.try_recv(100).has_value());
+  answer_stats(w0, q0, 3, 0);
+  f = client.recv();
+  const auto* reply = wire::decode(f[0])->body_as_StatsReply();
+  REQUIRE(reply != nullptr);
+  CHECK(reply->request() == 6);
+  REQUIRE(reply->workers()->size() == 2);
+  const auto a = wire::to_worker_stats(reply->workers()->Get(0));
+  const auto c = wire::to_worker_stats(reply->workers()->Get(1));
+  CHECK(a.worker == 0);
+  CHECK(a.session_tensors == 3);
+  CHECK(a.instructions == 30);
+  CHECK(c.worker == 1);
+  CHECK(c.device == "cpu");  // what the worker reported
+  CHECK(c.session_tensors == 0);
+
+  // A request id of 0 is refused, and the dispatcher keeps serving.
+  client.send(wire::encode_stats_request(session, 0));
+  f = client.recv();
+  const auto* e = wire::decode(f[0])->body_as_ErrorReply();
+  REQUIRE(e != nullptr);
+  CHECK(e->error()->code() == static_cast<uint16_t>(Status::Malformed));
+  CHECK_THAT(e->error()->message()->str(), Catch::Contains("non-zero request id"));
+}
+
+TEST_CASE("dispatcher answers stats with the workers left when one is lost meanwhile",
+          "[dispatcher][unit]") {
+  setenv("GT_HEARTBEAT_TIMEOUT_MS", "300", 1);
+  Running r;
+  unsetenv("GT_HEARTBEAT_TIMEOUT_MS");
+  Peer w0(r.d.endpoint()), w1(r.d.endpoint());
+  w0.send(wire::encode_hello(wire::Role::Worker, "cpu", 1, 10, "w0", 0));
+  (void)w0.recv();
+  w1.send(wire::encode_hello(wire::Role::Worker, "cpu", 1, 11, "w1", 0));
+  (void)w1.recv();
+  Peer client(r.d.endpoint());
+  client.send(wire::encode_hello(wire::Role::Client, "", 0, 1, "c", 2));
+  auto f = client.recv();
+  const uint64_t session = wire::decode(f[0])->body_as_Welcome()->session();
+
+  client.send(wire::encode_stats_request(session, 9));
+  auto q0 = w0.recv();
+  (void)w1.recv();
+  // Worker 1 never answers and stops beating; worker 0 answers and keeps
+  // beating (as does the client) until the reply comes.
+  answer_stats(w0, q0, 2, 0);
+  std::optional<Frames> got;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (!got && std::chrono::steady_clock::now() < deadline) {
+    w0.send(wire::encode_heartbeat(0));
+    client.send(wire::encode_heartbeat(session));
+    while (auto m = client.try_recv(50)) {
+      if (wire::decode((*m)[0])->body_type() != wire::Body::Heartbeat) {
+        got = std::move(m);
+        break;
+      }
+    }
+  }
+  REQUIRE(got.has_value());
+  const auto* reply = wire::decode((*got)[0])->body_as_StatsReply();
+  REQUIRE(reply != nullptr);
+  CHECK(reply->request() == 9);
+  REQUIRE(reply->workers()->size() == 1);
+  CHECK(reply->workers()->Get(0)->worker() == 0);
+  CHECK(r.d.stats().workers_lost.load() == 1);
+
+  // Later requests go to the alive worker only.
+  client.send(wire::encode_stats_request(session, 10));
+  Frames q;
+  for (;;) {
+    q = w0.recv();
+    if (wire::decode(q[0])->body_type() == wire::Body::StatsRequest) break;
+  }
+  answer_stats(w0, q, 2, 0);
+  f = client.recv();
+  REQUIRE(wire::decode(f[0])->body_as_StatsReply() != nullptr);
+  CHECK(wire::decode(f[0])->body_as_StatsReply()->workers()->size() == 1);
+}

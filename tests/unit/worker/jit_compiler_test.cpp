@@ -163,6 +163,51 @@ using AnswerFn = int (*)(int);
 
 // ---- graph --------------------------------------------------------------------------
 
+TEST_CASE("jit run-time numbers replace the recorded ones in fused and library steps",
+          "[jit][unit]") {
+  TempDir dir;
+  CpuCompiler compiler(config_in(dir.path));
+  ChainBuilder b;
+  const int32_t x = b.external({5, 40});
+  const int32_t p = b.external({5, 40});
+  const int32_t m = b.external({5, 40});
+  const int32_t y = b.op(OpCode::MulScalar, {x}, {}, {0.5});
+  const int32_t z = b.op(OpCode::AddScalar, {y}, {}, {1.0});
+  const int32_t r = b.op(OpCode::Relu, {z});
+  const int32_t q = b.op(OpCode::DivScalar, {r}, {}, {4.0});
+  b.op(OpCode::AddcdivInplace, {p, m, q}, {}, {-0.1});  // Adam's parameter update
+  const Chain chain = b.done({q});
+  const CompiledChain compiled(chain, compiler);
+  REQUIRE(compiled.graph().fused_groups() == 1);
+  CHECK(compiled.graph().default_scalars == std::vector<double>{0.5, 1.0, 4.0, -0.1});
+  // The digest leaves the numbers out: a chain with other numbers is the same.
+  Chain other = chain;
+  other.ops[0].floats = {3.0};
+  CHECK(other.digest() == chain.digest());
+  CHECK(other.scalars() == std::vector<double>{3.0, 1.0, 4.0, -0.1});
+
+  const at::Tensor tx = randn({5, 40}), tp = randn({5, 40}), tm = randn({5, 40});
+  for (const std::vector<double>& s :
+       {std::vector<double>{0.5, 1.0, 4.0, -0.1}, std::vector<double>{-2.0, 0.25, 3.0, 0.01}}) {
+    INFO("numbers " << s[0] << ", " << s[1] << ", " << s[2] << ", " << s[3]);
+    RunOptions o;
+    o.scalars = s;
+    std::vector<at::Tensor> in = {tx, tp.clone(), tm};
+    const auto out = compiled.run(in, o);
+    const at::Tensor want_q = (tx * s[0] + s[1]).relu() / s[2];
+    CHECK(at::allclose(out[3], want_q, 1e-6, 1e-6));
+    CHECK(at::allclose(in[1], tp + s[3] * tm / want_q, 1e-5, 1e-5));
+    std::vector<at::Tensor> eager_in = {tx, tp.clone(), tm};
+    const auto eager = compiled.run_eager(eager_in, o);
+    CHECK_FALSE(compare_results(eager, out).has_value());
+  }
+  RunOptions bad;
+  const std::vector<double> three{1.0, 2.0, 3.0};
+  bad.scalars = three;
+  std::vector<at::Tensor> in = {tx, tp.clone(), tm};
+  CHECK_THROWS_WITH(compiled.run(in, bad), Catch::Contains("expected 4 run-time numbers, got 3"));
+}
+
 TEST_CASE("jit graph fuses elementwise runs around library ops", "[jit][unit]") {
   ChainBuilder b;
   const int32_t x = b.external({4, 8});
@@ -333,7 +378,10 @@ TEST_CASE("jit scalar operands are exact and follow LibTorch's special cases", "
     const auto in = std::vector<at::Tensor>{randn({3, 50}, t), positive({3, 50}, t)};
     // Exact literals and the same operation order give bit-identical results.
     auto compiled = check_chain(b.done(outs), in, compiler, singles, Tolerance{0, 0, 0, 0});
-    CHECK(compiled->source().find("0x1.999999999999ap-4") != std::string::npos);  // 0.1
+    // Float number operands of arithmetic ops are run-time numbers (Note
+    // [dynamic scalars]); integral ones stay literals.
+    CHECK(compiled->source().find("*(const double*)inputs[") != std::string::npos);
+    CHECK(compiled->source().find("(-7LL)") != std::string::npos);
 
     // General powers go through the math library: close, not always identical.
     ChainBuilder pw;

@@ -424,7 +424,7 @@ TEST_CASE("detector finds a long period of 600 ops", "[jit][unit]") {
     for (int j = 0; j < 600; ++j) {
       TensorId next;
       if (j % 50 == 49) {
-        next = c.op(OpCode::MulScalar, {x}, {}, {1.0 + j});
+        next = c.op(OpCode::PowScalar, {x}, {}, {1.0 + j});
       } else {
         next = c.op(unary[(j * 7 + j / 5) % 5], {x});
       }
@@ -449,7 +449,7 @@ TEST_CASE("detector counts repetitions beyond its window", "[jit][unit]") {
   int fired_iteration = -1;
   for (int it = 1; it <= 12 && fired_iteration < 0; ++it) {
     for (int j = 0; j < 1000; ++j) {
-      const TensorId next = c.op(OpCode::MulScalar, {x}, {}, {static_cast<double>(j)});
+      const TensorId next = c.op(OpCode::PowScalar, {x}, {}, {static_cast<double>(j)});
       c.free(x);
       x = next;
     }
@@ -467,7 +467,7 @@ TEST_CASE("detector ignores units longer than half the window", "[jit][unit]") {
   TensorId x = c.input({5});
   for (int it = 1; it <= 8; ++it) {
     for (int j = 0; j < 150; ++j) {
-      const TensorId next = c.op(OpCode::MulScalar, {x}, {}, {static_cast<double>(j)});
+      const TensorId next = c.op(OpCode::PowScalar, {x}, {}, {static_cast<double>(j)});
       c.free(x);
       x = next;
     }
@@ -478,7 +478,7 @@ TEST_CASE("detector ignores units longer than half the window", "[jit][unit]") {
   x = ok.input({5});
   for (int it = 1; it <= 8; ++it) {
     for (int j = 0; j < 128; ++j) {
-      const TensorId next = ok.op(OpCode::MulScalar, {x}, {}, {static_cast<double>(j)});
+      const TensorId next = ok.op(OpCode::PowScalar, {x}, {}, {static_cast<double>(j)});
       ok.free(x);
       x = next;
     }
@@ -516,7 +516,7 @@ void random_stream(FakeClient& c, std::mt19937_64& rng, int ops, bool frees) {
         if (sa.size() == 2 && sb.size() == 2 && sa[0] != sb[0]) continue;
         out = c.op(binary[rng() % 3], {a, b});
       } else {
-        out = c.op(OpCode::MulScalar, {a}, {}, {static_cast<double>(rng() % 1000)});
+        out = c.op(OpCode::PowScalar, {a}, {}, {static_cast<double>(rng() % 1000)});
       }
     }
     live.push_back(out);
@@ -551,9 +551,9 @@ TEST_CASE("detector does not fire on units repeated fewer than threshold times",
   FakeClient c;
   TensorId x = c.input({6});
   for (int phase = 0; phase < 30; ++phase) {
-    // A different 3-op loop each phase (the scalar changes), nine iterations.
+    // A different 3-op loop each phase (the exponent changes), nine iterations.
     for (int it = 0; it < 9; ++it) {
-      const TensorId a = c.op(OpCode::MulScalar, {x}, {}, {1.0 + phase});
+      const TensorId a = c.op(OpCode::PowScalar, {x}, {}, {1.0 + phase});
       const TensorId b = c.op(OpCode::Tanh, {a});
       const TensorId e = c.op(OpCode::Exp, {b});
       for (TensorId id : {x, a, b}) c.free(id);

@@ -3,6 +3,7 @@
 // compiles what the session's recorder promotes, drain() waits for it, and the
 // following batches run matched units compiled. Every case checks values
 // against LibTorch and the JIT's counters for which path ran.
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -225,6 +226,42 @@ TEST_CASE("GT_RECOMPILE_LIMIT bounds the variants of one loop body", "[worker][u
   for (size_t i = 0; i < loops.size(); ++i) {
     check_same(h.get(loops[i].x), torch_iterate(x0s[i], at::ones_like(x0s[i]), 5));
   }
+  CHECK(h.sync().empty());
+}
+
+TEST_CASE("a loop whose numbers change every iteration is compiled once and runs with them",
+          "[worker][unit][jit]") {
+  // Adam's shape: the step size and a bias correction change every step
+  // (Note [dynamic scalars] in worker/jit/chain.h).
+  JitHarness j;
+  Harness& h = *j.h;
+  const at::Tensor x0 = at::rand({300}) + 0.5, p0 = at::randn({300});
+  const TensorId x = h.put(x0), p = h.put(p0);
+  at::Tensor want = p0.clone();
+  int step = 0;
+  auto batch = [&](int n) {
+    std::vector<Instr> out;
+    std::vector<TensorId> dead;
+    for (int i = 0; i < n; ++i) {
+      ++step;
+      const double correction = 1.0 - std::pow(0.9, step), lr = 0.01 / correction;
+      const TensorId a = h.next_id++, d = h.next_id++;
+      out.push_back(op(OpCode::DivScalar, {a}, {x}, {}, {std::sqrt(correction)}));
+      out.push_back(op(OpCode::AddScalar, {d}, {a}, {}, {1e-3}));
+      out.push_back(op(OpCode::AddcdivInplace, {}, {p, x, d}, {}, {-lr}));
+      dead.insert(dead.end(), {a, d});
+      want.addcdiv_(x0, x0 / std::sqrt(correction) + 1e-3, -lr);
+    }
+    out.push_back(free_instr(dead));
+    return out;
+  };
+  h.run(batch(3));
+  j.service->drain();
+  REQUIRE(j.service->stats().compiled >= 1);
+  h.run(batch(10));
+  CHECK(j.service->stats().runs == 10);
+  CHECK(j.service->stats().detected == 1);  // one chain for every step's numbers
+  check_same(h.get(p), want);
   CHECK(h.sync().empty());
 }
 

@@ -106,17 +106,41 @@ TEST_CASE("every kind of difference diverges and resets the matcher", "[jit][uni
     REQUIRE(offer(m, s, OpCode::Mul, {10, 11}, {20}) == S::Continue);
     CHECK(offer(m, s, OpCode::Add, {20, 12}, {20}) == S::Diverged);
   }
-  SECTION("a different number operand") {
+  SECTION("a different exponent (a float that selects the algorithm)") {
+    Chain powered = linear_relu();
+    powered.ops[2] = {OpCode::PowScalar, {}, {0.5}, DType::Float32, {4}, {f32({4, 3})}, {f32({4, 3})}};
+    ChainMatcher m3(powered);
+    REQUIRE(offer(m3, s, OpCode::Mul, {10, 11}, {20}) == S::Continue);
+    REQUIRE(offer(m3, s, OpCode::Add, {20, 12}, {21}) == S::Continue);
+    CHECK(offer(m3, s, OpCode::PowScalar, {21}, {22}, {2.0}) == S::Diverged);
+  }
+  SECTION("a different count of number operands") {
     Chain scaled = linear_relu();
     scaled.ops[2] = {OpCode::MulScalar, {}, {0.5}, DType::Float32, {4}, {f32({4, 3})}, {f32({4, 3})}};
     ChainMatcher m3(scaled);
     REQUIRE(offer(m3, s, OpCode::Mul, {10, 11}, {20}) == S::Continue);
     REQUIRE(offer(m3, s, OpCode::Add, {20, 12}, {21}) == S::Continue);
-    CHECK(offer(m3, s, OpCode::MulScalar, {21}, {22}, {0.25}) == S::Diverged);
+    CHECK(offer(m3, s, OpCode::MulScalar, {21}, {22}) == S::Diverged);
   }
   CHECK(m.matched() == 0);
   // After a divergence the next unit can still match from its first op.
   CHECK(offer(m, s, OpCode::Mul, {10, 11}, {40}) == S::Continue);
+}
+
+TEST_CASE("number operands of arithmetic ops are collected, not compared", "[jit][unit]") {
+  // Note [dynamic scalars]: Adam's bias corrections change every step.
+  Chain scaled = linear_relu();
+  scaled.ops[2] = {OpCode::MulScalar, {}, {0.5}, DType::Float32, {4}, {f32({4, 3})}, {f32({4, 3})}};
+  Stream s;
+  s.live = {{10, f32({4, 3})}, {11, f32({4, 3})}, {12, f32({3})}};
+  using S = ChainMatcher::Step;
+  ChainMatcher m(scaled);
+  for (double k : {0.25, 0.125}) {
+    REQUIRE(offer(m, s, OpCode::Mul, {10, 11}, {20}) == S::Continue);
+    REQUIRE(offer(m, s, OpCode::Add, {20, 12}, {21}) == S::Continue);
+    REQUIRE(offer(m, s, OpCode::MulScalar, {21}, {22}, {k}) == S::Complete);
+    CHECK(std::vector<double>(m.scalars().begin(), m.scalars().end()) == std::vector<double>{k});
+  }
 }
 
 }  // namespace gt::worker::jit::test

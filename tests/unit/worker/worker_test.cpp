@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <thread>
 
 #include <gt/error.h>
@@ -193,6 +194,103 @@ TEST_CASE("worker registers, runs batches and answers fetches", "[worker][unit]"
   CHECK_NOTHROW(w.wait());
   CHECK(std::chrono::steady_clock::now() - t0 < 1s);
   CHECK_FALSE(w.registered());
+}
+
+// Sends a StatsRequest for `session` and returns the worker's one entry.
+wire::WorkerStatsInfo ask_stats(FakeDispatcher& d, const zmq::message_t& identity,
+                                uint64_t session, uint64_t request) {
+  d.send(identity, wire::encode_stats_request(session, request));
+  auto reply = d.next();
+  REQUIRE(reply);
+  CHECK(reply->msg()->session() == session);
+  const auto* r = reply->msg()->body_as_StatsReply();
+  REQUIRE(r != nullptr);
+  CHECK(r->request() == request);
+  REQUIRE(r->workers() != nullptr);
+  REQUIRE(r->workers()->size() == 1);
+  return wire::to_worker_stats(r->workers()->Get(0));
+}
+
+TEST_CASE("worker answers a stats request after the batches before it", "[worker][unit]") {
+  fast_timers();
+  unsetenv("GT_COMPILE");
+  unsetenv("GT_AUTO_COMPILE");
+  FakeDispatcher d;
+  Worker w(options(d.endpoint, "cpu", 1));
+  w.start();
+  auto hello = d.next();
+  REQUIRE(hello);
+  d.send(hello->identity, wire::encode_welcome(0, 3, 1));
+  REQUIRE(eventually([&] { return w.index() == 3; }));
+
+  // Nothing ran yet: no sessions, no tensors.
+  auto s0 = ask_stats(d, hello->identity, 5, 1);
+  CHECK(s0.worker == 3);
+  CHECK(s0.device == "cpu");
+  CHECK(s0.sessions == 0);
+  CHECK(s0.session_tensors == 0);
+  CHECK(s0.tensors == 0);
+  CHECK(s0.instructions == 0);
+
+  // Session 5 makes 4 tensors and frees one; session 6 makes 2. The request
+  // follows the batches without waiting for them: the answer counts them all.
+  const std::vector<Instr> five{op(OpCode::Ones, {1}, {}, {2}), op(OpCode::Ones, {2}, {}, {2}),
+                                op(OpCode::Add, {3}, {1, 2}), op(OpCode::Neg, {4}, {3}),
+                                free_instr({1})};
+  const std::vector<Instr> six{op(OpCode::Zeros, {1}, {}, {3}), op(OpCode::Neg, {2}, {1})};
+  d.send(hello->identity, wire::encode_batch(5, 1, five));
+  d.send(hello->identity, wire::encode_batch(6, 1, six));
+  auto s1 = ask_stats(d, hello->identity, 5, 2);
+  CHECK(s1.worker == 3);
+  CHECK(s1.sessions == 2);
+  CHECK(s1.session_tensors == 3);
+  CHECK(s1.tensors == 5);
+  CHECK(s1.instructions == 7);  // every instruction of both batches, the Free included
+  CHECK_FALSE(s1.jit_enabled);
+  CHECK(s1.jit_detected == 0);
+  CHECK(s1.jit_compiled == 0);
+  CHECK(s1.jit_runs == 0);
+
+  // Asked for session 6: its own tensors; after its Bye they are gone.
+  auto s2 = ask_stats(d, hello->identity, 6, 3);
+  CHECK(s2.session_tensors == 2);
+  CHECK(s2.tensors == 5);
+  CHECK(s2.instructions == s1.instructions);  // a stats request is no instruction
+  d.send(hello->identity, wire::encode_bye(6));
+  auto s3 = ask_stats(d, hello->identity, 6, 4);
+  CHECK(s3.sessions == 1);
+  CHECK(s3.session_tensors == 0);
+  CHECK(s3.tensors == 3);
+
+  w.stop();
+  CHECK_NOTHROW(w.wait());
+}
+
+TEST_CASE("worker stats report the JIT as enabled under GT_AUTO_COMPILE", "[worker][unit]") {
+  fast_timers();
+  char tmpl[] = "/tmp/gt-worker-stats-XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  setenv("GT_AUTO_COMPILE", "1", 1);
+  setenv("GT_COMPILE_CACHE_DIR", tmpl, 1);
+  FakeDispatcher d;
+  Worker w(options(d.endpoint, "cpu", 1));
+  w.start();
+  auto hello = d.next();
+  REQUIRE(hello);
+  d.send(hello->identity, wire::encode_welcome(0, 0, 1));
+  d.send(hello->identity,
+         wire::encode_batch(1, 1, std::vector<Instr>{op(OpCode::Ones, {1}, {}, {2})}));
+  auto s = ask_stats(d, hello->identity, 1, 1);
+  // The executor thread read the environment before it answered.
+  unsetenv("GT_AUTO_COMPILE");
+  unsetenv("GT_COMPILE_CACHE_DIR");
+  CHECK(s.jit_enabled);
+  CHECK(s.session_tensors == 1);
+  CHECK(s.jit_compiled == 0);  // one op repeats nothing
+  w.stop();
+  CHECK_NOTHROW(w.wait());
+  std::error_code ec;
+  std::filesystem::remove_all(tmpl, ec);
 }
 
 TEST_CASE("worker sends heartbeats and registers again after dispatcher silence",
