@@ -219,10 +219,18 @@ int run_bench(const BenchOptions& o) {
           "train: MLP 784-256-256-10 step (batch %d, Adam, cross-entropy): gt %.3f ms, "
           "LibTorch in-process %.3f ms, gt/LibTorch %.2f (target <= 1.5)\n",
           o.batch, t.gt_ms, t.libtorch_ms, t.gt_ms / t.libtorch_ms);
+      std::printf(
+          "train: the same step with GT_AUTO_COMPILE=1: %.3f ms (compiled step %s), "
+          "gt+JIT/LibTorch %.2f (target < 1.0), gt+JIT/gt %.2f\n",
+          t.jit_ms, t.jit_kept ? "kept" : "dropped by its trial", t.jit_ms / t.libtorch_ms,
+          t.jit_ms / t.gt_ms);
       if (json.size() > 1) json += ",";
       json += "\"gt_step_ms\":" + std::to_string(t.gt_ms) +
               ",\"libtorch_step_ms\":" + std::to_string(t.libtorch_ms) +
-              ",\"train_step_ratio\":" + std::to_string(t.gt_ms / t.libtorch_ms);
+              ",\"train_step_ratio\":" + std::to_string(t.gt_ms / t.libtorch_ms) +
+              ",\"jit_step_ms\":" + std::to_string(t.jit_ms) +
+              ",\"jit_step_kept\":" + (t.jit_kept ? "true" : "false") +
+              ",\"jit_train_step_ratio\":" + std::to_string(t.jit_ms / t.libtorch_ms);
     }
     if (jit) {
       // Uses --elems when given on the command line for this bench, else 1M.

@@ -42,33 +42,6 @@ double loop_ms(int64_t elems, int iters, double warm_s) {
   return 1e3 * seconds_since(t0) / iters;
 }
 
-// Sets or clears an environment variable for this scope (the local cluster's
-// workers inherit the program's environment when they start).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    if (value) {
-      ::setenv(name, value, 1);
-    } else {
-      ::unsetenv(name);
-    }
-  }
-  ~ScopedEnv() {
-    if (old_) {
-      ::setenv(name_, old_->c_str(), 1);
-    } else {
-      ::unsetenv(name_);
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
-
 }  // namespace
 
 JitBenchResult bench_jit_loop(int64_t elems, int iters) {

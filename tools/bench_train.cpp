@@ -2,7 +2,9 @@
 // ReLU, cross-entropy, Adam) through gt against the same model in LibTorch C++
 // eager in this process. Both run on the same synthetic batches (a fixed set
 // drawn once, cycled), so no dataset is needed and the data upload per step is
-// the same as in the real training loop.
+// the same as in the real training loop. A third side runs gt with
+// GT_AUTO_COMPILE=1 on its own local cluster, measured once the worker has
+// compiled the step and decided its trial (docs/jit.md).
 
 #include "tools/bench.h"
 
@@ -92,7 +94,10 @@ double torch_step_ms(const std::vector<HostBatch>& data, int64_t batch, int warm
   return 1e3 * seconds_since(t0) / steps;
 }
 
-double gt_step_ms(const std::vector<HostBatch>& data, int64_t batch, int warmup, int steps) {
+// With `jit`, the warm-up goes on until the worker's JIT has run the
+// compiled step through its trial (kept or dropped), at most 60 s.
+double gt_step_ms(const std::vector<HostBatch>& data, int64_t batch, int warmup, int steps,
+                  bool jit = false, bool* kept = nullptr) {
   gt::manual_seed(0);
   GtMlpImpl model;
   gt::optim::Adam opt(model.parameters(), gt::optim::AdamOptions(1e-3));
@@ -111,6 +116,17 @@ double gt_step_ms(const std::vector<HostBatch>& data, int64_t batch, int warmup,
     return loss_sum.item<double>();
   };
   run(warmup, 0);
+  if (jit) {
+    const auto start = Clock::now();
+    gt::debug::JitStats s = gt::debug::stats().jit();
+    // Three compiled and three eager trial units decide; runs counts the
+    // compiled ones.
+    while (s.failures == 0 && s.dropped == 0 && s.runs < 6 && seconds_since(start) < 60) {
+      run(10, warmup);
+      s = gt::debug::stats().jit();
+    }
+    if (kept) *kept = s.dropped == 0 && s.failures == 0 && s.runs >= 6;
+  }
   const auto t0 = Clock::now();
   run(steps, warmup);
   return 1e3 * seconds_since(t0) / steps;
@@ -121,11 +137,24 @@ double gt_step_ms(const std::vector<HostBatch>& data, int64_t batch, int warmup,
 TrainBenchResult bench_train_step(int64_t batch, int steps, int repeats) {
   const auto data = make_batches(batch);
   const int warmup = std::max(10, steps / 10);
-  TrainBenchResult r{1e300, 1e300};
-  // Interleaved, best of N: both see the same machine state.
+  TrainBenchResult r{1e300, 1e300, 1e300, true};
+  // Interleaved, best of N: all sides see the same machine state. Each gt
+  // side gets its own local cluster (the JIT is a worker setting).
   for (int i = 0; i < repeats; ++i) {
     r.libtorch_ms = std::min(r.libtorch_ms, torch_step_ms(data, batch, warmup, steps));
-    r.gt_ms = std::min(r.gt_ms, gt_step_ms(data, batch, warmup, steps));
+    gt::shutdown();
+    {
+      ScopedEnv off("GT_AUTO_COMPILE", nullptr), all("GT_COMPILE", nullptr);
+      r.gt_ms = std::min(r.gt_ms, gt_step_ms(data, batch, warmup, steps));
+      gt::shutdown();
+    }
+    {
+      ScopedEnv on("GT_AUTO_COMPILE", "1");
+      bool kept = false;
+      r.jit_ms = std::min(r.jit_ms, gt_step_ms(data, batch, warmup, steps, true, &kept));
+      r.jit_kept = r.jit_kept && kept;
+      gt::shutdown();
+    }
   }
   return r;
 }

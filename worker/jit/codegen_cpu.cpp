@@ -158,6 +158,23 @@ std::string op_expr(const ChainOp& op, const std::vector<std::string>& in, DType
       return dy + " * (" + cdf + " + " + x + " * (" + pdf + "))";
     }
     case OpCode::To: return a;
+    // In-place updates (Note [fused in-place updates] in graph.h): `a` is the
+    // target's current value. LibTorch computes self + alpha * other,
+    // self + value * t1 * t2 and self + value * t1 / t2.
+    case OpCode::AddInplace:
+    case OpCode::SubInplace: {
+      const bool alpha = !op.ints.empty() || !op.floats.empty();
+      const std::string b = alpha ? scalar_operand(op, n.c, dynamic) + " * " + in[1] : in[1];
+      return a + (op.op == OpCode::AddInplace ? " + " : " - ") + b;
+    }
+    case OpCode::MulInplace: return a + " * " + in[1];
+    case OpCode::AddScalarInplace: return a + " + " + scalar_operand(op, n.c, dynamic);
+    case OpCode::SubScalarInplace: return a + " - " + scalar_operand(op, n.c, dynamic);
+    case OpCode::MulScalarInplace: return a + " * " + scalar_operand(op, n.c, dynamic);
+    case OpCode::AddcmulInplace:
+      return a + " + " + scalar_operand(op, n.c, dynamic) + " * " + in[1] + " * " + in[2];
+    case OpCode::AddcdivInplace:
+      return a + " + " + scalar_operand(op, n.c, dynamic) + " * " + in[1] + " / " + in[2];
     default:
       GT_CHECK(false, "[jit.codegen_cpu] op ", op_info(op.op).name, " is not fusible");
   }
@@ -254,17 +271,21 @@ CpuKernelSource generate_cpu_kernel(const Graph& graph, const FusedGroup& group)
   const size_t n_in = group.inputs.size();
 
   // The element computation, shared by both paths: group inputs are loaded as
-  // v<value> by the path, then each op defines its value.
+  // v<value> by the path, then each op defines its value; an in-place op
+  // defines v<target>_<op>, the target's name from then on.
+  std::vector<std::string> names(graph.values.size());
+  for (size_t u = 0; u < names.size(); ++u) names[u] = join({"v", std::to_string(u)});
   std::ostringstream body;
   for (int32_t i : group.ops) {
     const ChainOp& op = chain.ops[i];
+    const bool inplace = op.output_metas.empty();
     const int32_t v = graph.op_output[i];
-    const DType t = op.output_metas[0].dtype;
+    const DType t = inplace ? op.input_metas[0].dtype : op.output_metas[0].dtype;
     const std::string T = type_names(t).c;
     std::vector<std::string> args;
     for (size_t k = 0; k < op.inputs.size(); ++k) {
       const int32_t u = op.inputs[k];
-      const std::string name = join({"v", std::to_string(u)});
+      const std::string& name = names[u];
       args.push_back(graph.values[u].meta.dtype == t ? name : "((" + T + ")" + name + ")");
     }
     std::string dynamic;  // the local holding this op's run-time number
@@ -272,8 +293,16 @@ CpuKernelSource generate_cpu_kernel(const Graph& graph, const FusedGroup& group)
       const auto at = std::find(group.scalars.begin(), group.scalars.end(), graph.scalar_base[i]);
       dynamic = join({"s", std::to_string(at - group.scalars.begin())});
     }
-    body << "        const " << T << " v" << v << " = " << op_expr(op, args, t, dynamic) << ";\n";
+    std::string& defined = inplace ? names[op.inputs[0]] : names[v];
+    if (inplace) defined = join({"v", std::to_string(op.inputs[0]), "_", std::to_string(i)});
+    body << "        const " << T << " " << defined << " = " << op_expr(op, args, t, dynamic)
+         << ";\n";
   }
+  // Stored values: the outputs, then the in-place targets' final values.
+  std::vector<int32_t> stored = group.outputs;
+  stored.insert(stored.end(), group.updates.begin(), group.updates.end());
+  // An in-place target is read and written through two pointers: no restrict.
+  const char* restrict_kw = group.updates.empty() ? "__restrict " : "";
   const std::string compute = body.str();
 
   std::vector<std::vector<int64_t>> in_strides;
@@ -295,8 +324,8 @@ CpuKernelSource generate_cpu_kernel(const Graph& graph, const FusedGroup& group)
     const char* T = type_names(graph.values[group.inputs[k]].meta.dtype).c;
     f << "  const " << T << "* const in" << k << " = (const " << T << "*)inputs[" << k << "];\n";
   }
-  for (size_t j = 0; j < group.outputs.size(); ++j) {
-    const char* T = type_names(graph.values[group.outputs[j]].meta.dtype).c;
+  for (size_t j = 0; j < stored.size(); ++j) {
+    const char* T = type_names(graph.values[stored[j]].meta.dtype).c;
     f << "  " << T << "* const out" << j << " = (" << T << "*)outputs[" << j << "];\n";
   }
   // Run-time numbers follow the tensor inputs, one double each.
@@ -327,13 +356,13 @@ CpuKernelSource generate_cpu_kernel(const Graph& graph, const FusedGroup& group)
   }
   for (size_t k = 0; k < n_in; ++k) {
     const char* T = type_names(graph.values[group.inputs[k]].meta.dtype).c;
-    f << "      const " << T << "* __restrict p" << k << " = in" << k << " + off" << k;
+    f << "      const " << T << "* " << restrict_kw << "p" << k << " = in" << k << " + off" << k;
     if (c.strides[k].back() != 0) f << " + j * " << c.strides[k].back() << "LL";
     f << ";\n";
   }
-  for (size_t j = 0; j < group.outputs.size(); ++j) {
-    const char* T = type_names(graph.values[group.outputs[j]].meta.dtype).c;
-    f << "      " << T << "* __restrict q" << j << " = out" << j << " + pos;\n";
+  for (size_t j = 0; j < stored.size(); ++j) {
+    const char* T = type_names(graph.values[stored[j]].meta.dtype).c;
+    f << "      " << T << "* " << restrict_kw << "q" << j << " = out" << j << " + pos;\n";
   }
   f << "#pragma omp simd\n";
   f << "      for (gt_i64 i = 0; i < n; ++i) {\n";
@@ -343,9 +372,7 @@ CpuKernelSource generate_cpu_kernel(const Graph& graph, const FusedGroup& group)
       << load_expr(join({"p", std::to_string(k)}), c.strides[k].back(), "i") << ";\n";
   }
   f << compute;
-  for (size_t j = 0; j < group.outputs.size(); ++j) {
-    f << "        q" << j << "[i] = v" << group.outputs[j] << ";\n";
-  }
+  for (size_t j = 0; j < stored.size(); ++j) f << "        q" << j << "[i] = " << names[stored[j]] << ";\n";
   f << "      }\n";
   f << "      pos += n;\n      j = 0;\n      ++o;\n";
   f << "    }\n    return 0;\n  }\n";
@@ -372,9 +399,7 @@ CpuKernelSource generate_cpu_kernel(const Graph& graph, const FusedGroup& group)
       << "[off" << k << "];\n";
   }
   f << compute;
-  for (size_t j = 0; j < group.outputs.size(); ++j) {
-    f << "        out" << j << "[i] = v" << group.outputs[j] << ";\n";
-  }
+  for (size_t j = 0; j < stored.size(); ++j) f << "        out" << j << "[i] = " << names[stored[j]] << ";\n";
   f << "    }\n";
   f << "    for (int d = " << rank << " - 1; d >= 0; --d) {\n";
   f << "      ++idx[d];\n";

@@ -78,6 +78,23 @@ void run_fused_step(const Graph& g, size_t step, CpuKernelFn fn, std::vector<at:
                     const RunOptions& options) {
   const FusedGroup& grp = g.steps[step].group;
   const int64_t rank = static_cast<int64_t>(grp.shape.size());
+  // Note [fused in-place updates]: a target the kernel cannot write in place
+  // (not contiguous, or sharing memory with another input: a view) sends the
+  // group op by op through the kernel table, as eager would run it.
+  for (int32_t u : grp.updates) {
+    const at::Tensor& target = env[u];
+    bool op_by_op = !target.is_contiguous() || !target.device().is_cpu();
+    for (int32_t v : grp.inputs) {
+      op_by_op = op_by_op || (v != u && env[v].defined() && env[v].storage().is_alias_of(target.storage()));
+    }
+    if (op_by_op) {
+      for (int32_t i : grp.ops) run_library_step(g, i, env, options);
+      return;
+    }
+  }
+  for (int32_t u : grp.updates) {
+    if (options.before_inplace) options.before_inplace(env[u]);
+  }
   std::vector<const void*> in_ptrs(grp.inputs.size() + grp.scalars.size());
   const std::span<const double> scalars =
       options.scalars.empty() ? std::span<const double>(g.default_scalars) : options.scalars;
@@ -109,12 +126,15 @@ void run_fused_step(const Graph& g, size_t step, CpuKernelFn fn, std::vector<at:
     }
     for (const auto& st : strides) stride_ptrs.push_back(st.data());
   }
-  std::vector<void*> out_ptrs(grp.outputs.size());
+  std::vector<void*> out_ptrs(grp.outputs.size() + grp.updates.size());
   for (size_t j = 0; j < grp.outputs.size(); ++j) {
     const TensorMeta& m = g.values[grp.outputs[j]].meta;
     at::Tensor t = at::empty(m.shape, at::TensorOptions().dtype(to_scalar_type(m.dtype)));
     out_ptrs[j] = t.data_ptr();
     env[grp.outputs[j]] = std::move(t);
+  }
+  for (size_t j = 0; j < grp.updates.size(); ++j) {
+    out_ptrs[grp.outputs.size() + j] = env[grp.updates[j]].data_ptr();
   }
   const int64_t n = numel(grp.shape);
   if (n == 0) return;

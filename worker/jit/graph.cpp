@@ -20,6 +20,23 @@ bool broadcasts_to(const Shape& in, const Shape& out) {
   return true;
 }
 
+// Elementwise in-place ops (Note [fused in-place updates] in graph.h).
+bool inplace_fusible_code(OpCode op) {
+  switch (op) {
+    case OpCode::AddInplace:
+    case OpCode::SubInplace:
+    case OpCode::MulInplace:
+    case OpCode::AddScalarInplace:
+    case OpCode::SubScalarInplace:
+    case OpCode::MulScalarInplace:
+    case OpCode::AddcmulInplace:
+    case OpCode::AddcdivInplace:
+      return true;
+    default:
+      return false;
+  }
+}
+
 bool fusible_code(OpCode op) {
   switch (op) {
     case OpCode::Add:
@@ -50,7 +67,7 @@ bool fusible_code(OpCode op) {
     case OpCode::To:
       return true;
     default:
-      return false;
+      return inplace_fusible_code(op);
   }
 }
 
@@ -86,6 +103,21 @@ std::string values_str(const std::vector<int32_t>& v) {
 }  // namespace
 
 bool fusible(const ChainOp& op) {
+  if (inplace_fusible_code(op.op)) {
+    // Note [fused in-place updates]: the target's dtype throughout, operands
+    // broadcast to the target.
+    const OpInfo& info = op_info(op.op);
+    if (static_cast<int>(op.inputs.size()) != info.arity ||
+        op.input_metas.size() != op.inputs.size() || !op.output_metas.empty()) {
+      return false;
+    }
+    const TensorMeta& self = op.input_metas[0];
+    if (!float_type(self.dtype)) return false;
+    for (const TensorMeta& in : op.input_metas) {
+      if (in.dtype != self.dtype || !broadcasts_to(in.shape, self.shape)) return false;
+    }
+    return op.ints.size() + op.floats.size() <= 1;
+  }
   if (!fusible_code(op.op) || op.output_metas.size() != 1) return false;
   const OpInfo& info = op_info(op.op);
   if (static_cast<int>(op.inputs.size()) != info.arity ||
@@ -194,14 +226,18 @@ Graph build_graph(const Chain& chain, const FusionOptions& options) {
            g.values.size() - chain.externals, " values but Chain::escapes has ",
            chain.escapes.size());
 
-  // Partition into maximal runs of fusible ops of one shape.
+  // Partition into maximal runs of fusible ops of one shape (an in-place
+  // op's shape is its target's).
+  auto op_shape = [&chain](size_t i) -> const Shape& {
+    const ChainOp& op = chain.ops[i];
+    return op.output_metas.empty() ? op.input_metas[0].shape : op.output_metas[0].shape;
+  };
   std::vector<std::vector<int32_t>> runs;  // each: op indices; singletons for library ops
   std::vector<bool> run_fused;
   for (size_t i = 0; i < chain.ops.size(); ++i) {
     const ChainOp& op = chain.ops[i];
     const bool f = options.fuse && fusible(op);
-    if (f && !runs.empty() && run_fused.back() &&
-        chain.ops[runs.back().front()].output_metas[0].shape == op.output_metas[0].shape) {
+    if (f && !runs.empty() && run_fused.back() && op_shape(runs.back().front()) == op_shape(i)) {
       runs.back().push_back(static_cast<int32_t>(i));
       continue;
     }
@@ -217,7 +253,7 @@ Graph build_graph(const Chain& chain, const FusionOptions& options) {
       Step s;
       s.kind = StepKind::Fused;
       s.group.ops = runs[r];
-      s.group.shape = chain.ops[runs[r].front()].output_metas[0].shape;
+      s.group.shape = op_shape(runs[r].front());
       for (int32_t i : runs[r]) op_step[i] = static_cast<int32_t>(g.steps.size());
       g.steps.push_back(std::move(s));
     } else {
@@ -248,6 +284,12 @@ Graph build_graph(const Chain& chain, const FusionOptions& options) {
         }
       }
       if (g.op_output[i] >= 0) inside[g.op_output[i]] = true;
+      if (chain.ops[i].output_metas.empty()) {
+        const int32_t u = chain.ops[i].inputs[0];
+        if (!inside[u] && std::find(grp.updates.begin(), grp.updates.end(), u) == grp.updates.end()) {
+          grp.updates.push_back(u);
+        }
+      }
       for (size_t k = 0; k < chain.ops[i].floats.size() && g.scalar_base[i] >= 0; ++k) {
         grp.scalars.push_back(g.scalar_base[i] + static_cast<int32_t>(k));
       }

@@ -35,11 +35,26 @@ namespace gt::worker::jit {
 bool fusible(const ChainOp& op);
 
 /// A run of fused ops (Note [fusion groups]).
+// Note [fused in-place updates]
+// Elementwise in-place ops (add_, sub_, mul_ and their scalar forms, addcmul_,
+// addcdiv_: optimizer updates) fuse like the others: inside the kernel the
+// target's new value is a new local, read by the group's later ops, and the
+// final value is stored into the target's own memory once per element (the
+// kernel reads every input of an element before storing it, so the update
+// reads the old value as eager does). Fusible when every operand has the
+// target's dtype and broadcasts to its shape. At run time a target that is
+// not contiguous, or whose memory is shared with another input of the group
+// (a view), makes that group run op by op instead, as eager would.
+
 struct FusedGroup {
   std::vector<int32_t> ops;      // indices into Chain::ops, in stream order
   std::vector<int32_t> inputs;   // chain values read but not produced here, first-use order
   std::vector<int32_t> outputs;  // chain values produced here and needed after, value order
   std::vector<int32_t> scalars;  // run-time number slots its ops read (Graph::scalar_base)
+  // Values the group's in-place ops update that it did not produce (Note
+  // [fused in-place updates]): their final values are stored into their own
+  // memory, after `outputs` in the kernel's output list.
+  std::vector<int32_t> updates;
   Shape shape;                   // the shape every op of the group produces
 };
 

@@ -509,8 +509,12 @@ TEST_CASE("jit Adam-like in-place update chain matches LibTorch", "[jit][unit]")
   auto compiled = check_chain(chain, in, compiler);
   const Graph& graph = compiled->graph();
   INFO(graph.describe());
-  CHECK(graph.fused_groups() == 1);  // sqrt, div, add; the in-place ops are library steps
-  CHECK(graph.steps.size() == 6);
+  // Note [fused in-place updates]: the whole update is one kernel that
+  // stores m, v and p into their own memory.
+  CHECK(graph.fused_groups() == 1);
+  CHECK(graph.steps.size() == 1);
+  CHECK(graph.steps[0].group.updates == std::vector<int32_t>{m, v, p});
+  CHECK(graph.steps[0].group.outputs.empty());
   // Several steps in a row keep agreeing (state carried through the externals).
   std::vector<at::Tensor> eager = clones(in), comp = clones(in);
   for (int step = 0; step < 5; ++step) {
@@ -520,15 +524,66 @@ TEST_CASE("jit Adam-like in-place update chain matches LibTorch", "[jit][unit]")
     compiled->run(comp);
   }
   CHECK_FALSE(compare_results(eager, comp).has_value());
-  // The in-place hook sees every mutated tensor, in order, before the op.
+  // The in-place hook sees every mutated tensor before the kernel writes it.
   std::vector<const void*> mutated;
   RunOptions hook;
   hook.before_inplace = [&](const at::Tensor& self) { mutated.push_back(self.data_ptr()); };
   compiled->run(comp, hook);
+  CHECK(mutated == std::vector<const void*>{comp[2].data_ptr(), comp[3].data_ptr(),
+                                            comp[0].data_ptr()});
+  // Without fusion the same chain runs op by op, one hook call per in-place op.
+  FusionOptions none;
+  none.fuse = false;
+  const CompiledChain unfused(chain, compiler, none);
+  mutated.clear();
+  unfused.run(comp, hook);
   CHECK(mutated == std::vector<const void*>{comp[2].data_ptr(), comp[2].data_ptr(),
                                             comp[3].data_ptr(), comp[3].data_ptr(),
                                             comp[0].data_ptr()});
   (void)s;
+}
+
+TEST_CASE("jit fused in-place updates: broadcast operands, kept intermediates, views",
+          "[jit][unit]") {
+  TempDir dir;
+  CpuCompiler compiler(config_in(dir.path));
+  for (DType t : {F32, F64}) {
+    INFO(to_string(t));
+    ChainBuilder b;
+    const int32_t p = b.external({6, 50}, t);
+    const int32_t row = b.external({50}, t);
+    const int32_t q = b.external({6, 50}, t);
+    b.op(OpCode::AddInplace, {p, row});                 // p += row (broadcast)
+    b.op(OpCode::SubInplace, {p, q}, {}, {0.5});        // p -= 0.5 * q
+    const int32_t y = b.op(OpCode::MulScalar, {p}, {}, {3.0});  // reads the new p; kept
+    b.op(OpCode::MulInplace, {q, p});                   // q *= p
+    b.op(OpCode::SubScalarInplace, {q}, {2});           // integral number operand
+    b.op(OpCode::AddcdivInplace, {p, y, q}, {}, {0.25});
+    const Chain chain = b.done({y});
+    FusionOptions singles;
+    singles.min_group_ops = 1;
+    const std::vector<at::Tensor> in = {randn({6, 50}, t), randn({50}, t), positive({6, 50}, t)};
+    auto compiled = check_chain(chain, in, compiler, singles);
+    REQUIRE(compiled->graph().fused_groups() == 1);
+    CHECK(compiled->graph().steps[0].group.updates == std::vector<int32_t>{p, q});
+    // A view of p as q: the group runs op by op, with eager's results.
+    const at::Tensor base = randn({6, 50}, t);
+    std::vector<at::Tensor> eager_in = {base.clone(), in[1].clone(), at::Tensor()};
+    eager_in[2] = eager_in[0].view({6, 50});
+    std::vector<at::Tensor> comp_in = {base.clone(), in[1].clone(), at::Tensor()};
+    comp_in[2] = comp_in[0].view({6, 50});
+    const auto want = run_eager(chain, eager_in);
+    const auto got = compiled->run(comp_in);
+    CHECK_FALSE(compare_results(want, got).has_value());
+    CHECK(at::allclose(eager_in[0], comp_in[0], 1e-5, 1e-6, true));
+    // A non-contiguous target: op by op as well.
+    std::vector<at::Tensor> tin = {randn({50, 6}, t).t(), in[1].clone(), in[2].clone()};
+    std::vector<at::Tensor> tin_eager = {tin[0].clone(), tin[1].clone(), tin[2].clone()};
+    const auto want_t = run_eager(chain, tin_eager);
+    const auto got_t = compiled->run(tin);
+    CHECK_FALSE(compare_results(want_t, got_t).has_value());
+    CHECK(at::allclose(tin_eager[0], tin[0], 1e-5, 1e-6, true));
+  }
 }
 
 TEST_CASE("jit chain with a matmul between two fused groups matches LibTorch", "[jit][unit]") {
