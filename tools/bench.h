@@ -29,6 +29,7 @@ struct TrainBenchResult {
   double libtorch_ms;
   double jit_ms;
   bool jit_kept;  // the compiled step survived its trial against eager
+  double jit_compiled_share;  // of the measured steps, the share run by the compiled unit
 };
 
 /// Milliseconds per iteration of the 8-op elementwise loop, eager and with

@@ -137,7 +137,7 @@ class Executor {
     // a unit that is not faster is dropped (Note [compiled execution]).
     int trial_units = 0;
     bool verified = false;  // GT_COMPILE_VERIFY ran for this unit
-    int64_t trial_compiled_ns = 0, trial_eager_ns = 0;
+    int64_t trial_compiled_ns = INT64_MAX, trial_eager_ns = INT64_MAX;  // fastest unit of each
   };
 
   struct Context;  // per-batch state (payload frames consumed, sink)

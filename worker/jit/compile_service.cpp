@@ -149,8 +149,9 @@ void CompileService::report_trial(uint64_t digest, double compiled_ms, double ea
     std::lock_guard lock(mutex_);
     if (!kept) ++stats_.dropped;
   }
-  char buf[160];
-  std::snprintf(buf, sizeof buf, "%s: chain %s, compiled %.3f ms vs eager %.3f ms per unit (%.2fx)",
+  char buf[200];
+  std::snprintf(buf, sizeof buf,
+                "%s: chain %s, compiled %.3f ms vs eager %.3f ms per unit, fastest of each (%.2fx)",
                 kept ? "speedup" : "dropped (not faster than eager)", hex(digest).c_str(),
                 compiled_ms, eager_ms, eager_ms / std::max(compiled_ms, 1e-9));
   debug_line(buf);
