@@ -195,14 +195,14 @@ void Executor::handle_message(Frames& frames, const ReplySink& sink) {
     }
     return;
   }
-  handle_verified(*msg, std::span(frames).subspan(1), sink);
+  handle_verified(*msg, std::span(frames).subspan(1), sink, &frames[0]);
 }
 
 void Executor::handle_verified(const wire::Message& message, std::span<zmq::message_t> data,
-                               const ReplySink& sink) {
+                               const ReplySink& sink, zmq::message_t* header) {
   switch (message.body_type()) {
     case wire::Body::Batch:
-      run_batch(message.session(), *message.body_as_Batch(), data, sink);
+      run_batch(message.session(), *message.body_as_Batch(), data, sink, header);
       break;
     case wire::Body::Bye:
       drop_session(message.session());
@@ -217,7 +217,7 @@ void Executor::handle_verified(const wire::Message& message, std::span<zmq::mess
 }
 
 void Executor::run_batch(uint64_t session, const wire::Batch& batch, std::span<zmq::message_t> data,
-                         const ReplySink& sink) {
+                         const ReplySink& sink, zmq::message_t* header) {
   // No autograd on the worker: inference mode skips version counters and
   // autograd metadata on every op.
   c10::InferenceMode inference;
@@ -257,11 +257,16 @@ void Executor::run_batch(uint64_t session, const wire::Batch& batch, std::span<z
     ++instructions_executed_;
     ++ctx.position;
   }
-  // A unit is matched within one batch: its instructions point into this
-  // message, which the caller releases after we return.
+  // A partly matched unit's instructions point into this message, which the
+  // caller releases after we return: keep its header frame (the unit
+  // completes in the next batch), or run them eagerly now.
   if (!s.held.empty()) {
     try {
-      flush_pending(session, s, ctx);
+      if (header && s.retained.size() < kMaxRetained) {
+        retain_held(s, batch, *header);
+      } else {
+        flush_pending(session, s, ctx);
+      }
     } catch (const std::exception& e) {
       inputs_.clear();
       log_->error("[worker.run_batch] session={} flush failed outside the op rules: {}", session,
@@ -282,8 +287,11 @@ void Executor::run_batch(uint64_t session, const wire::Batch& batch, std::span<z
 // reads its result as an external). When the unit's last op matches, a
 // compiled variant runs in place of those ops (Note [dead values]) and the
 // held frees follow. Anything else flushes the held instructions to eager
-// execution, in order: a divergence, a Fetch or Sync (they need the values),
-// the end of the batch (held instructions point into its message). A compiled
+// execution, in order: a divergence, a Fetch or Sync (they need the values).
+// At the end of a batch a partly matched unit keeps the batch's header frame
+// (held instructions point into it; retain_held) and completes in the next
+// batch, up to kMaxRetained batches; the client seals a batch every 500 us,
+// so long units (a training step) often span two. A compiled
 // run that fails before it starts (bad externals) falls back to eager; one
 // that fails midway poisons the unit's outputs like an eager failure and
 // turns the JIT off for that unit (one warning).
@@ -427,9 +435,32 @@ void Executor::flush_pending(uint64_t session_id, Session& s, Context& ctx) {
   s.active = nullptr;
   // The unit may have been dropped meanwhile: held ops still run, in order.
   for (const wire::Instruction* in : held) run_instruction(session_id, s, *in, ctx);
+  s.retained.clear();
+}
+
+void Executor::retain_held(Session& s, const wire::Batch& batch, zmq::message_t& header) {
+  // Moving a ZeroMQ message may move its bytes (small messages live inside
+  // the message object), so held pointers into this batch are re-resolved by
+  // index in the moved frame. Pointers into earlier retained frames stay.
+  const auto& instructions = *batch.instructions();
+  std::unordered_map<const wire::Instruction*, uint32_t> index;
+  index.reserve(s.held.size());
+  for (const wire::Instruction* in : s.held) index.emplace(in, UINT32_MAX);
+  for (uint32_t i = 0; i < instructions.size(); ++i) {
+    if (auto it = index.find(instructions[i]); it != index.end()) it->second = i;
+  }
+  s.retained.push_back(std::move(header));
+  const auto& moved = *wire::GetMessage(s.retained.back().data())->body_as_Batch()->instructions();
+  for (const wire::Instruction*& in : s.held) {
+    if (const uint32_t i = index.at(in); i != UINT32_MAX) in = moved[i];
+  }
+  // Positions of the next batch start at 0: all of its frees come after the
+  // unit's start (Note [dead values]).
+  s.held_start = 0;
 }
 
 bool Executor::dead_after_unit(const jit::Chain& chain, const jit::ChainMatcher& m,
+                               std::span<const wire::Instruction* const> held,
                                uint32_t unit_start, Context& ctx) {
   if (!ctx.batch || !ctx.batch->instructions()) return false;
   const auto& instructions = *ctx.batch->instructions();
@@ -452,9 +483,17 @@ bool Executor::dead_after_unit(const jit::Chain& chain, const jit::ChainMatcher&
       }
     }
   }
+  // Frees the unit's instructions held (some may come from an earlier batch
+  // when the unit spans two): the client released those ids mid-unit.
+  std::vector<TensorId> held_frees;
+  for (const wire::Instruction* in : held) {
+    if (in->kind() != wire::InstrKind::Free) continue;
+    for (TensorId id : wire::view(in->inputs())) held_frees.push_back(id);
+  }
   const auto produced = m.produced_ids();
   for (size_t k = 0; k < chain.escapes.size() && k < produced.size(); ++k) {
     if (chain.escapes[k]) continue;
+    if (std::find(held_frees.begin(), held_frees.end(), produced[k]) != held_frees.end()) continue;
     auto it = ctx.liveness.find(produced[k]);
     if (it == ctx.liveness.end() || it->second.freed_at < unit_start ||
         it->second.last_named > ctx.position) {
@@ -467,7 +506,7 @@ bool Executor::dead_after_unit(const jit::Chain& chain, const jit::ChainMatcher&
 bool Executor::run_compiled(uint64_t session_id, Session& s, Promoted& unit, Context& ctx) {
   const jit::ChainMatcher& m = *unit.matcher;
   const jit::CompiledChain* compiled = unit.escaping.get();
-  if (unit.elided && dead_after_unit(unit.elided->graph().chain, m, s.held_start, ctx)) {
+  if (unit.elided && dead_after_unit(unit.elided->graph().chain, m, s.held, s.held_start, ctx)) {
     compiled = unit.elided.get();
   }
   if (!compiled) {
@@ -574,6 +613,7 @@ void Executor::run_held_frees(uint64_t session_id, Session& s, Context& ctx) {
   for (const wire::Instruction* in : held) {
     if (in->kind() == wire::InstrKind::Free) run_instruction(session_id, s, *in, ctx);
   }
+  s.retained.clear();
 }
 
 void Executor::run_instruction(uint64_t session_id, Session& s, const wire::Instruction& in,

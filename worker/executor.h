@@ -6,6 +6,7 @@
 // reply messages through a ReplySink, so tests drive it in-process.
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -73,12 +74,17 @@ class Executor {
 
   /// Runs an already verified message (the IO thread verified it).
   /// `data` are the frames after the header; FromData may move out of them.
+  /// With `header` (the frame `message` lives in), a Batch whose last
+  /// instructions start a compiled unit may keep the frame (moves out of it)
+  /// so the unit can complete in the next batch (Note [compiled execution]);
+  /// `message` must not be used afterwards.
   void handle_verified(const wire::Message& message, std::span<zmq::message_t> data,
-                       const ReplySink& sink);
+                       const ReplySink& sink, zmq::message_t* header = nullptr);
 
-  /// Runs the instructions of a batch for `session` (created on first use).
+  /// Runs the instructions of a batch for `session` (created on first use);
+  /// `header` as for handle_verified.
   void run_batch(uint64_t session, const wire::Batch& batch, std::span<zmq::message_t> data,
-                 const ReplySink& sink);
+                 const ReplySink& sink, zmq::message_t* header = nullptr);
 
   /// Drops a session and all of its tensors (Bye). Unknown sessions are ignored.
   void drop_session(uint64_t session);
@@ -125,6 +131,9 @@ class Executor {
     Promoted* active = nullptr;
     std::vector<const wire::Instruction*> held;
     uint32_t held_start = 0;  // batch position of the unit's first held instruction
+    // Header frames of earlier batches that held instructions point into (a
+    // unit that spans batches); released once `held` is empty.
+    std::deque<zmq::message_t> retained;
   };
   /// One promoted unit of a session and its compiled variants
   /// (Note [dead values]).
@@ -165,8 +174,13 @@ class Executor {
   void run_held_frees(uint64_t session_id, Session& s, Context& ctx);
   /// Note [dead values]: true when every value `chain` does not materialise
   /// is freed later in the current batch and named by nothing in between.
-  bool dead_after_unit(const jit::Chain& chain, const jit::ChainMatcher& m, uint32_t unit_start,
+  bool dead_after_unit(const jit::Chain& chain, const jit::ChainMatcher& m,
+                       std::span<const wire::Instruction* const> held, uint32_t unit_start,
                        Context& ctx);
+  /// Keeps the batch's header frame so that the held instructions of a partly
+  /// matched unit stay valid until the next batch completes or flushes it.
+  void retain_held(Session& s, const wire::Batch& batch, zmq::message_t& header);
+  static constexpr size_t kMaxRetained = 4;  // batches one unit may span
   /// Submits the units the session's detector reported during the batch.
   void promote_detections(uint64_t session_id, Session& s);
   static constexpr size_t kMaxPendingDetections = 16;

@@ -265,7 +265,7 @@ void Worker::Impl::executor_main() {
           case wire::Body::Bye: sessions.erase(msg->session()); break;
           default: break;
         }
-        executor.handle_verified(*msg, std::span(item.frames).subspan(1), sink);
+        executor.handle_verified(*msg, std::span(item.frames).subspan(1), sink, &item.frames[0]);
       }
       work.clear();
     }

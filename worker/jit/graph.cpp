@@ -20,21 +20,12 @@ bool broadcasts_to(const Shape& in, const Shape& out) {
   return true;
 }
 
-// Elementwise in-place ops (Note [fused in-place updates] in graph.h).
+// Elementwise in-place ops (Note [fused in-place updates] in graph.h): every
+// in-place op but zero_ and copy_ (a dtype-converting copy; neither appears
+// in the update chains that gain from fusion).
 bool inplace_fusible_code(OpCode op) {
-  switch (op) {
-    case OpCode::AddInplace:
-    case OpCode::SubInplace:
-    case OpCode::MulInplace:
-    case OpCode::AddScalarInplace:
-    case OpCode::SubScalarInplace:
-    case OpCode::MulScalarInplace:
-    case OpCode::AddcmulInplace:
-    case OpCode::AddcdivInplace:
-      return true;
-    default:
-      return false;
-  }
+  return op_info(op).kind == OpKind::Inplace && op != OpCode::ZeroInplace &&
+         op != OpCode::CopyInplace;
 }
 
 bool fusible_code(OpCode op) {

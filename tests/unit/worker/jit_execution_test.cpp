@@ -134,6 +134,9 @@ TEST_CASE("a value read or kept after its unit is materialised", "[worker][unit]
     batch.push_back(free_instr(loop.dead));
     loop.dead.clear();
     h.run(batch);
+    // The last op (a multiply by a number, like the unit's first) starts a
+    // unit that waits for the next batch; a Sync runs it.
+    CHECK(h.sync().empty());
     CHECK(j.service->stats().elided_runs == 0);
     const at::Tensor x3 = torch_iterate(x0, b, 3);
     check_same(h.get(doubled), (x3 * 0.5 + b) * 2.0);
@@ -160,7 +163,8 @@ TEST_CASE("a value read or kept after its unit is materialised", "[worker][unit]
   CHECK(h.sync().empty());
 }
 
-TEST_CASE("a unit cut by a fetch or by the end of its batch runs eagerly", "[worker][unit][jit]") {
+TEST_CASE("a unit cut by a fetch runs eagerly; one cut by the end of its batch completes in the next",
+          "[worker][unit][jit]") {
   JitHarness j;
   Harness& h = *j.h;
   const at::Tensor x0 = at::randn({100}), b = at::randn({100});
@@ -180,8 +184,26 @@ TEST_CASE("a unit cut by a fetch or by the end of its batch runs eagerly", "[wor
   rest.push_back(free_instr(loop.dead));
   loop.dead.clear();
   h.run(rest);
-  CHECK(j.service->stats().runs == 0);
+  CHECK(j.service->stats().runs == 1);  // the unit that spanned the two batches
+  CHECK(j.service->stats().elided_runs == 1);
   check_same(h.get(loop.x), torch_iterate(x0, b, 5));
+  // A unit spanning three batches, and a Sync arriving mid-unit.
+  std::vector<Instr> third;
+  loop.iterate(h, third);
+  h.run({third[0], third[1]});
+  h.run({third[2], third[3]});
+  h.run({third[4], third[5], free_instr(loop.dead)});
+  loop.dead.clear();
+  CHECK(j.service->stats().runs == 2);
+  std::vector<Instr> cut;
+  loop.iterate(h, cut);
+  h.run({cut[0], cut[1], cut[2]});
+  CHECK(h.sync().empty());  // runs the held half eagerly first
+  h.run({cut[3], cut[4], cut[5], free_instr(loop.dead)});
+  loop.dead.clear();
+  CHECK(h.sync().empty());  // cut[5] may start a unit: the Sync runs it
+  CHECK(j.service->stats().runs == 2);
+  check_same(h.get(loop.x), torch_iterate(x0, b, 7));
   CHECK(h.sync().empty());
 }
 
