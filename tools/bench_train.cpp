@@ -119,7 +119,7 @@ double gt_step_ms(const std::vector<HostBatch>& data, int64_t batch, int warmup,
   if (jit) {
     const auto start = Clock::now();
     gt::debug::JitStats s = gt::debug::stats().jit();
-    // Three compiled and three eager trial units decide; runs counts the
+    // Five compiled and five eager trial units decide; runs counts the
     // compiled ones.
     while (s.failures == 0 && s.dropped == 0 && s.runs < 6 && seconds_since(start) < 60) {
       run(10, warmup);

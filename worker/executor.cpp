@@ -405,7 +405,11 @@ void Executor::refresh_promoted(Session& s) {
       continue;
     }
     // Both variants have the same ops: either one's chain serves the matcher.
-    if (!p->matcher && (p->escaping || p->elided)) {
+    // Matching starts once neither is still compiling: the system compiler
+    // shares the machine with the trial's timed units and would skew them.
+    const bool compiling = (p->digests.escaping != 0 && !p->escaping) ||
+                           (p->digests.elided != 0 && !p->elided);
+    if (!p->matcher && !compiling && (p->escaping || p->elided)) {
       const jit::CompiledChain& c = p->escaping ? *p->escaping : *p->elided;
       p->matcher = std::make_unique<jit::ChainMatcher>(c.graph().chain);
     }

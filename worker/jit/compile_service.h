@@ -48,7 +48,7 @@ struct JitOptions {
   /// Units of each kind (compiled, eager) timed before a compiled unit is
   /// kept or dropped (Note [compiled execution]); 0 keeps every unit
   /// untimed (tests that need deterministic compiled runs).
-  int trial_units = 3;
+  int trial_units = 5;
   std::filesystem::path cache_dir;  // GT_COMPILE_CACHE_DIR (empty: default_cache_dir())
 
   bool enabled() const { return auto_compile || compile_all; }
