@@ -57,6 +57,17 @@ at::Tensor torch_loop(int iterations, at::Tensor x, const at::Tensor& b) {
   return x;
 }
 
+// Waits until the worker has compiled `n` chains; matching starts once both
+// variants of a unit are ready.
+bool wait_compiled(uint64_t n, std::chrono::seconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (gt::debug::stats().jit().compiled < n) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
 }  // namespace
 
 TEST_CASE("a hot loop is compiled in the background and a second process hits the cache",
@@ -70,7 +81,7 @@ TEST_CASE("a hot loop is compiled in the background and a second process hits th
     gt::connect(cluster.endpoint());
     const gt::Tensor got = run_loop(40, x0, b);
     CHECK(at::allclose(fetch_double(got), want.to(at::kDouble), 1e-5, 1e-6));
-    REQUIRE(cluster.wait_worker_log(0, "compile done", 60s));
+    REQUIRE(wait_compiled(2, 60s));  // the loop's two variants (docs/jit.md, stage 3)
     const std::string log = cluster.worker_log(0);
     CHECK_THAT(log, Catch::Contains("hot path detected") && Catch::Contains("fused groups"));
     CHECK_THAT(log, !Catch::Contains("(cache hit)") && !Catch::Contains("failed"));
@@ -117,7 +128,7 @@ TEST_CASE("GT_COMPILE compiles a chain at its first repetition and GT_COMPILE_VE
   gt::connect(cluster.endpoint());
   const gt::Tensor got = run_loop(4, x0, b);
   CHECK(at::allclose(fetch_double(got), torch_loop(4, x0, b).to(at::kDouble), 1e-5, 1e-6));
-  REQUIRE(cluster.wait_worker_log(0, "compile done", 60s));
+  REQUIRE(wait_compiled(2, 60s));  // the loop's two variants (docs/jit.md, stage 3)
   CHECK_THAT(cluster.worker_log(0), Catch::Contains("repetitions"));
   // Later iterations run compiled; the first compiled unit is verified against eager.
   const gt::Tensor more = run_loop(20, x0, b);
@@ -193,12 +204,7 @@ TEST_CASE("an Adam training step is compiled despite its changing numbers and tr
   gt::test::TestCluster cluster(1, jit_env(cache.path, "GT_AUTO_COMPILE"));
   gt::connect(cluster.endpoint());
   // Halfway, wait for the background compile so the second half can run it.
-  const std::vector<at::Tensor> compiled = train_adam(60, [] {
-    const auto deadline = std::chrono::steady_clock::now() + 60s;
-    while (gt::debug::stats().jit().compiled == 0 && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(20ms);
-    }
-  });
+  const std::vector<at::Tensor> compiled = train_adam(60, [] { (void)wait_compiled(2, 60s); });
   const gt::debug::JitStats jit = gt::debug::stats().jit();
   INFO(cluster.worker_log(0));
   CHECK(jit.detected >= 1);
