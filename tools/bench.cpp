@@ -221,9 +221,10 @@ int run_bench(const BenchOptions& o) {
           o.batch, t.gt_ms, t.libtorch_ms, t.gt_ms / t.libtorch_ms);
       std::printf(
           "train: the same step with GT_AUTO_COMPILE=1: %.3f ms (compiled step %s, ran %.0f%% "
-          "of the steps), gt+JIT/LibTorch %.2f (target < 1.0), gt+JIT/gt %.2f\n",
+          "of the steps, %.0f%% without dead values), gt+JIT/LibTorch %.2f (target < 1.0), "
+          "gt+JIT/gt %.2f\n",
           t.jit_ms, t.jit_kept ? "kept" : "dropped by its trial", 100 * t.jit_compiled_share,
-          t.jit_ms / t.libtorch_ms, t.jit_ms / t.gt_ms);
+          100 * t.jit_elided_share, t.jit_ms / t.libtorch_ms, t.jit_ms / t.gt_ms);
       if (json.size() > 1) json += ",";
       json += "\"gt_step_ms\":" + std::to_string(t.gt_ms) +
               ",\"libtorch_step_ms\":" + std::to_string(t.libtorch_ms) +

@@ -30,6 +30,7 @@ struct TrainBenchResult {
   double jit_ms;
   bool jit_kept;  // the compiled step survived its trial against eager
   double jit_compiled_share;  // of the measured steps, the share run by the compiled unit
+  double jit_elided_share;    // of those, by its variant without dead values
 };
 
 /// Milliseconds per iteration of the 8-op elementwise loop, eager and with

@@ -97,7 +97,8 @@ double torch_step_ms(const std::vector<HostBatch>& data, int64_t batch, int warm
 // With `jit`, the warm-up goes on until the worker's JIT has run the
 // compiled step through its trial (kept or dropped), at most 60 s.
 double gt_step_ms(const std::vector<HostBatch>& data, int64_t batch, int warmup, int steps,
-                  bool jit = false, bool* kept = nullptr, double* compiled_share = nullptr) {
+                  bool jit = false, bool* kept = nullptr, double* compiled_share = nullptr,
+                  double* elided_share = nullptr) {
   gt::manual_seed(0);
   GtMlpImpl model;
   gt::optim::Adam opt(model.parameters(), gt::optim::AdamOptions(1e-3));
@@ -127,12 +128,14 @@ double gt_step_ms(const std::vector<HostBatch>& data, int64_t batch, int warmup,
     }
     if (kept) *kept = s.dropped == 0 && s.failures == 0 && s.runs >= 6;
   }
-  const uint64_t runs_before = jit ? gt::debug::stats().jit().runs : 0;
+  const gt::debug::JitStats before = jit ? gt::debug::stats().jit() : gt::debug::JitStats{};
   const auto t0 = Clock::now();
   run(steps, warmup);
   const double ms = 1e3 * seconds_since(t0) / steps;
-  if (jit && compiled_share) {
-    *compiled_share = static_cast<double>(gt::debug::stats().jit().runs - runs_before) / steps;
+  if (jit && compiled_share && elided_share) {
+    const gt::debug::JitStats after = gt::debug::stats().jit();
+    *compiled_share = static_cast<double>(after.runs - before.runs) / steps;
+    *elided_share = static_cast<double>(after.elided_runs - before.elided_runs) / steps;
   }
   return ms;
 }
@@ -142,7 +145,7 @@ double gt_step_ms(const std::vector<HostBatch>& data, int64_t batch, int warmup,
 TrainBenchResult bench_train_step(int64_t batch, int steps, int repeats) {
   const auto data = make_batches(batch);
   const int warmup = std::max(10, steps / 10);
-  TrainBenchResult r{1e300, 1e300, 1e300, true, 0};
+  TrainBenchResult r{1e300, 1e300, 1e300, true, 0, 0};
   // Interleaved, best of N: all sides see the same machine state. Each gt
   // side gets its own local cluster (the JIT is a worker setting).
   for (int i = 0; i < repeats; ++i) {
@@ -156,9 +159,12 @@ TrainBenchResult bench_train_step(int64_t batch, int steps, int repeats) {
     {
       ScopedEnv on("GT_AUTO_COMPILE", "1");
       bool kept = false;
-      double share = 0;
-      const double ms = gt_step_ms(data, batch, warmup, steps, true, &kept, &share);
-      if (ms < r.jit_ms) r.jit_compiled_share = share;
+      double share = 0, elided = 0;
+      const double ms = gt_step_ms(data, batch, warmup, steps, true, &kept, &share, &elided);
+      if (ms < r.jit_ms) {
+        r.jit_compiled_share = share;
+        r.jit_elided_share = elided;
+      }
       r.jit_ms = std::min(r.jit_ms, ms);
       r.jit_kept = r.jit_kept && kept;
       gt::shutdown();
