@@ -101,6 +101,11 @@ void run_fused_step(const Graph& g, size_t step, CpuKernelFn fn, std::vector<at:
   for (size_t j = 0; j < grp.scalars.size(); ++j) {
     in_ptrs[grp.inputs.size() + j] = &scalars[static_cast<size_t>(grp.scalars[j])];
   }
+  // A full-size input that is a strided view (a transposed weight gradient:
+  // autograd's t() of a matmul) is copied once to contiguous memory: the
+  // vectorised fast path then beats the scalar strided loop on the whole
+  // group. Broadcast inputs (small) keep the strided path.
+  std::vector<at::Tensor> dense(grp.inputs.size());
   bool contiguous = true;
   for (size_t k = 0; k < grp.inputs.size(); ++k) {
     const at::Tensor& t = env[grp.inputs[k]];
@@ -108,14 +113,16 @@ void run_fused_step(const Graph& g, size_t step, CpuKernelFn fn, std::vector<at:
     GT_CHECK(matches(t, m) && t.device().is_cpu(), "[jit.run] fused step ", step, " input ", k,
              " (value ", grp.inputs[k], ") should be ", shape_str(m.shape), " ",
              to_string(m.dtype), " on cpu, got ", describe(t));
-    in_ptrs[k] = t.data_ptr();
-    contiguous = contiguous && t.is_contiguous();
+    if (!t.is_contiguous() && m.shape == grp.shape) dense[k] = t.contiguous();
+    const at::Tensor& used = dense[k].defined() ? dense[k] : t;
+    in_ptrs[k] = used.data_ptr();
+    contiguous = contiguous && used.is_contiguous();
   }
   std::vector<std::vector<int64_t>> strides;
   std::vector<const int64_t*> stride_ptrs;
   if (!contiguous) {
-    for (int32_t v : grp.inputs) {
-      const at::Tensor& t = env[v];
+    for (size_t k = 0; k < grp.inputs.size(); ++k) {
+      const at::Tensor& t = dense[k].defined() ? dense[k] : env[grp.inputs[k]];
       std::vector<int64_t> st(rank, 0);
       const int64_t rk = t.dim();
       for (int64_t d = rank - rk; d < rank; ++d) {
