@@ -1019,6 +1019,20 @@ at::Generator& Executor::generator(Session& s) {
   return *s.generator;
 }
 
+void Executor::flush_held(uint64_t session, const ReplySink& sink) {
+  auto it = sessions_.find(session);
+  if (it == sessions_.end() || it->second.held.empty()) return;
+  c10::InferenceMode inference;
+  Context ctx({}, sink, nullptr);
+  try {
+    flush_pending(session, it->second, ctx);
+  } catch (const std::exception& e) {
+    inputs_.clear();
+    log_->error("[worker.flush_held] session={} flush failed outside the op rules: {}", session,
+                e.what());
+  }
+}
+
 void Executor::drop_session(uint64_t session) {
   auto it = sessions_.find(session);
   if (it == sessions_.end()) return;

@@ -86,6 +86,11 @@ class Executor {
   void run_batch(uint64_t session, const wire::Batch& batch, std::span<zmq::message_t> data,
                  const ReplySink& sink, zmq::message_t* header = nullptr);
 
+  /// Runs the instructions a session holds for a partly matched compiled
+  /// unit eagerly now (a stats request is a sync point: its counts must
+  /// include everything issued before it). Unknown sessions are ignored.
+  void flush_held(uint64_t session, const ReplySink& sink);
+
   /// Drops a session and all of its tensors (Bye). Unknown sessions are ignored.
   void drop_session(uint64_t session);
   /// Drops every session (re-registration with the dispatcher).

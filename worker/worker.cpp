@@ -255,6 +255,7 @@ void Worker::Impl::executor_main() {
         const wire::Message* msg = wire::GetMessage(item.frames[0].data());
         switch (msg->body_type()) {
           case wire::Body::StatsRequest: {
+            executor.flush_held(msg->session(), sink);
             Frames reply;
             reply.push_back(stats_reply(executor, jit.get(), options.device, sessions,
                                         msg->session(), msg->body_as_StatsRequest()->request()));

@@ -207,6 +207,30 @@ TEST_CASE("a unit cut by a fetch runs eagerly; one cut by the end of its batch c
   CHECK(h.sync().empty());
 }
 
+TEST_CASE("flush_held runs a held half unit eagerly (a stats request is a sync point)",
+          "[worker][unit][jit]") {
+  JitHarness j;
+  Harness& h = *j.h;
+  const at::Tensor x0 = at::randn({50}), b = at::randn({50});
+  Loop loop{h.put(x0), h.put(b), {}, {}};
+  h.run(loop.batch(h, 3));
+  j.service->drain();
+  std::vector<Instr> unit;
+  loop.iterate(h, unit);
+  h.run({unit[0], unit[1], unit[2]});
+  const TensorId mid = loop.mids.back();
+  CHECK_FALSE(h.ex.tensor(h.session, mid).has_value());  // held for the next batch
+  h.ex.flush_held(h.session, h.sink);
+  check_same(h.get(mid), torch_iterate(x0, b, 3) * 0.5 + b);
+  h.ex.flush_held(h.session, h.sink);  // nothing held: no effect
+  h.ex.flush_held(12345, h.sink);      // unknown session: ignored
+  h.run({unit[3], unit[4], unit[5], free_instr(loop.dead)});
+  loop.dead.clear();
+  CHECK(h.sync().empty());
+  CHECK(j.service->stats().runs == 0);
+  check_same(h.get(loop.x), torch_iterate(x0, b, 4));
+}
+
 TEST_CASE("a loop body with another shape is compiled as another variant and both run",
           "[worker][unit][jit]") {
   JitHarness j;
