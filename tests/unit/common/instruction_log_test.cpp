@@ -1,0 +1,353 @@
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <unistd.h>
+
+#include <gt/error.h>
+
+#include "common/instruction_log.h"
+
+using namespace gt;
+
+namespace {
+
+// A fresh directory under TMPDIR, removed with its files at the end.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "gt-ilog-XXXXXX").string();
+    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// Sets or unsets a variable for one scope and restores the old value.
+struct ScopedEnv {
+  std::string name;
+  std::optional<std::string> old;
+  ScopedEnv(std::string n, const char* value) : name(std::move(n)) {
+    if (const char* v = std::getenv(name.c_str())) old = v;
+    if (value) {
+      ::setenv(name.c_str(), value, 1);
+    } else {
+      ::unsetenv(name.c_str());
+    }
+  }
+  ~ScopedEnv() {
+    if (old) {
+      ::setenv(name.c_str(), old->c_str(), 1);
+    } else {
+      ::unsetenv(name.c_str());
+    }
+  }
+};
+
+LogEvent example_event() {
+  LogEvent e;
+  e.elapsed_s = 1.5;
+  e.seq = 150;
+  e.event = "COMPILE";
+  e.component = "WORKER 0";
+  e.kind = "Starting";
+  e.details = "sequence=abc123def456";
+  return e;
+}
+
+}  // namespace
+
+TEST_CASE("instruction log text line matches the documented example", "[instruction_log][unit]") {
+  const LogEvent e = example_event();
+  CHECK(format_text(e) ==
+        "  1.500s | #0150 | COMPILE    | WORKER 0 | Starting  | sequence=abc123def456");
+
+  LogEvent exec = e;
+  exec.elapsed_s = 12.25;
+  exec.seq = 123456;
+  exec.event = "EXEC";
+  exec.component = "CLIENT";
+  exec.kind = "Op";
+  exec.op = "matmul";
+  exec.details = "";
+  CHECK(format_text(exec) == " 12.250s | #123456 | EXEC       | CLIENT   | Op/matmul");
+
+  auto back = parse_text(format_text(e));
+  REQUIRE(back);
+  CHECK(*back == e);
+  auto back_exec = parse_text(format_text(exec) + "\n");
+  REQUIRE(back_exec);
+  CHECK(*back_exec == exec);
+
+  LogEvent bare;  // every string empty
+  bare.elapsed_s = 1e300;
+  CHECK(format_text(bare) == " 1e+300s | #0000 |            |          | ");
+  auto back_bare = parse_text(format_text(bare));
+  REQUIRE(back_bare);
+  CHECK(*back_bare == bare);
+}
+
+TEST_CASE("instruction log text line escapes newlines and backslashes", "[instruction_log][unit]") {
+  LogEvent e = example_event();
+  e.details = "msg=line1\nline2 path=C:\\x tab=\t bell=\x07";
+  const std::string line = format_text(e);
+  CHECK(line.find('\n') == std::string::npos);
+  CHECK(line.find("line1\\nline2") != std::string::npos);
+  auto back = parse_text(line);
+  REQUIRE(back);
+  CHECK(*back == e);
+  CHECK_FALSE(parse_text("garbage"));
+  CHECK_FALSE(parse_text("  1.500s | 0150 | COMPILE | WORKER 0 | x"));
+  CHECK_FALSE(parse_text("  1.500 | #0150 | COMPILE | WORKER 0 | x"));
+  CHECK_FALSE(parse_text("  1.500s | #0150 | COMPILE | WORKER 0 | x | bad\\q"));
+  CHECK_FALSE(parse_text("  1.500s | #0150 | COMPILE | WORKER 0 | x | bad\\x4"));
+  CHECK_FALSE(parse_text(""));
+}
+
+TEST_CASE("instruction log JSON round-trips awkward strings", "[instruction_log][unit]") {
+  LogEvent e;
+  e.elapsed_s = 0.1 + 0.2;  // needs all 17 digits
+  e.seq = 18446744073709551615ull;
+  e.event = "ERROR";
+  e.component = "DISPATCHER";
+  e.kind = "Op \"quoted\"";
+  e.op = "back\\slash/";
+  e.details = std::string("nl=\n cr=\r tab=\t nul=") + '\0' + " del=\x7f" +
+              " unicode=na\xc3\xafve \xc2\xb5s \xe6\xbc\xa2\xe5\xad\x97 \xf0\x9f\x98\x80";
+  const std::string line = format_json(e);
+  CHECK(line.find('\n') == std::string::npos);
+  CHECK(line.find("\\\"quoted\\\"") != std::string::npos);
+  CHECK(line.find("\\u0000") != std::string::npos);
+  auto back = parse_json(line);
+  REQUIRE(back);
+  CHECK(*back == e);
+  CHECK(parse_json(line + "\n"));
+  CHECK(parse_json(line + "\r\n"));
+
+  // The documented example's JSON form.
+  CHECK(format_json(example_event()) ==
+        R"({"elapsed_s":1.5,"seq":150,"event":"COMPILE","component":"WORKER 0",)"
+        R"("kind":"Starting","op":"","details":"sequence=abc123def456"})");
+}
+
+TEST_CASE("instruction log JSON reads escapes, any order and unknown members",
+          "[instruction_log][unit]") {
+  auto e = parse_json(
+      R"( { "seq" : 7 , "op":"a\/b", "event":"EXEC","component":"WORKER 1","kind":"Op",)"
+      R"("details":"\u00e9\ud83d\ude00\n","elapsed_s":2e-3,"extra":[1],"x":1} )");
+  CHECK_FALSE(e);  // arrays are not scalars
+  e = parse_json(
+      R"( { "seq" : 7 , "op":"a\/b", "event":"EXEC","component":"WORKER 1","kind":"Op",)"
+      R"("details":"\u00e9\ud83d\ude00\n","elapsed_s":2e-3,"extra":null,"more":"s","n":-1.5e2} )");
+  REQUIRE(e);
+  CHECK(e->seq == 7);
+  CHECK(e->op == "a/b");
+  CHECK(e->details == "\xc3\xa9\xf0\x9f\x98\x80\n");
+  CHECK(e->elapsed_s == 0.002);
+}
+
+TEST_CASE("instruction log JSON writes invalid UTF-8 as U+FFFD", "[instruction_log][unit]") {
+  LogEvent e = example_event();
+  e.details = "bad=\xff\xc3 end";
+  auto back = parse_json(format_json(e));
+  REQUIRE(back);
+  CHECK(back->details == "bad=\xef\xbf\xbd\xef\xbf\xbd end");
+}
+
+TEST_CASE("instruction log rejects malformed JSON lines", "[instruction_log][unit]") {
+  const std::string good = format_json(example_event());
+  REQUIRE(parse_json(good));
+  // Every truncation of a valid line is rejected.
+  for (size_t n = 0; n < good.size(); ++n) {
+    INFO("prefix of " << n << " bytes");
+    CHECK_FALSE(parse_json(std::string_view(good).substr(0, n)));
+  }
+  const char* bad[] = {
+      "",
+      "garbage",
+      "[]",
+      "{}",
+      "null",
+      "{\"elapsed_s\":1.5}",
+      // wrong types
+      R"({"elapsed_s":"1.5","seq":1,"event":"E","component":"C","kind":"K","op":"","details":""})",
+      R"({"elapsed_s":1.5,"seq":"1","event":"E","component":"C","kind":"K","op":"","details":""})",
+      R"({"elapsed_s":1.5,"seq":1,"event":2,"component":"C","kind":"K","op":"","details":""})",
+      R"({"elapsed_s":1.5,"seq":1,"event":"E","component":null,"kind":"K","op":"","details":""})",
+      R"({"elapsed_s":1.5,"seq":1,"event":"E","component":"C","kind":true,"op":"","details":""})",
+      // bad seq values
+      R"({"elapsed_s":1.5,"seq":-1,"event":"E","component":"C","kind":"K","op":"","details":""})",
+      R"({"elapsed_s":1.5,"seq":1.5,"event":"E","component":"C","kind":"K","op":"","details":""})",
+      R"({"elapsed_s":1.5,"seq":1e3,"event":"E","component":"C","kind":"K","op":"","details":""})",
+      R"({"elapsed_s":1.5,"seq":99999999999999999999,"event":"E","component":"C","kind":"K","op":"","details":""})",
+      // missing member
+      R"({"elapsed_s":1.5,"seq":1,"event":"E","component":"C","kind":"K","op":""})",
+      // duplicate member
+      R"({"elapsed_s":1.5,"seq":1,"seq":2,"event":"E","component":"C","kind":"K","op":"","details":""})",
+      // bad escapes and raw control characters
+      R"({"elapsed_s":1.5,"seq":1,"event":"\q","component":"C","kind":"K","op":"","details":""})",
+      R"({"elapsed_s":1.5,"seq":1,"event":"\u12","component":"C","kind":"K","op":"","details":""})",
+      R"({"elapsed_s":1.5,"seq":1,"event":"\udc00","component":"C","kind":"K","op":"","details":""})",
+      R"({"elapsed_s":1.5,"seq":1,"event":"\ud800x","component":"C","kind":"K","op":"","details":""})",
+      "{\"elapsed_s\":1.5,\"seq\":1,\"event\":\"a\nb\",\"component\":\"C\",\"kind\":\"K\","
+      "\"op\":\"\",\"details\":\"\"}",
+      // numbers JSON does not allow
+      R"({"elapsed_s":01.5,"seq":1,"event":"E","component":"C","kind":"K","op":"","details":""})",
+      R"({"elapsed_s":.5,"seq":1,"event":"E","component":"C","kind":"K","op":"","details":""})",
+      R"({"elapsed_s":1.,"seq":1,"event":"E","component":"C","kind":"K","op":"","details":""})",
+      R"({"elapsed_s":1e999,"seq":1,"event":"E","component":"C","kind":"K","op":"","details":""})",
+      R"({"elapsed_s":nan,"seq":1,"event":"E","component":"C","kind":"K","op":"","details":""})",
+      // syntax
+      R"({"elapsed_s":1.5,"seq":1,"event":"E","component":"C","kind":"K","op":"","details":"",})",
+      R"({"elapsed_s":1.5 "seq":1,"event":"E","component":"C","kind":"K","op":"","details":""})",
+      R"({"elapsed_s":1.5,"seq":1,"event":"E","component":"C","kind":"K","op":"","details":""} x)",
+      R"({"elapsed_s":1.5,"seq":1,"event":"E","component":"C","kind":"K","op":"","details":""}})",
+  };
+  for (const char* line : bad) {
+    INFO(line);
+    CHECK_FALSE(parse_json(line));
+  }
+  // Random bytes never crash the reader.
+  uint64_t state = 12345;
+  for (int k = 0; k < 2000; ++k) {
+    std::string s = good;
+    for (int flips = 0; flips < 3; ++flips) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      s[(state >> 33) % s.size()] = static_cast<char>(state >> 56);
+    }
+    (void)parse_json(s);
+    (void)parse_text(s);
+  }
+}
+
+TEST_CASE("instruction log component names make file tags", "[instruction_log][unit]") {
+  CHECK(instruction_log_file_tag("WORKER 0") == "worker-0");
+  CHECK(instruction_log_file_tag("DISPATCHER") == "dispatcher");
+  CHECK(instruction_log_file_tag("Client/x") == "client-x");
+}
+
+TEST_CASE("instruction log writes both files with monotonic sequence numbers",
+          "[instruction_log][unit]") {
+  TempDir dir;
+  const std::string base = (dir.path / "trace").string();
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 5000;  // several automatic flushes
+  std::string text_path, json_path;
+  {
+    InstructionLog log("WORKER 0", base);
+    text_path = log.text_path();
+    json_path = log.json_path();
+    CHECK(text_path == base + ".worker-0.log");
+    CHECK(json_path == base + ".worker-0.jsonl");
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&log, t] {
+        for (int i = 0; i < kPerThread; ++i) {
+          log.record("EXEC", "Op", "add",
+                     "thread=" + std::to_string(t) + " i=" + std::to_string(i));
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    log.flush();
+    log.record("FREE", "Free", "", "last=1");  // written by the destructor
+  }
+  const auto json = read_lines(json_path);
+  const auto text = read_lines(text_path);
+  REQUIRE(json.size() == kThreads * kPerThread + 1);
+  REQUIRE(text.size() == json.size());
+  std::map<int, int> last_i;
+  double last_t = -1;
+  for (size_t k = 0; k < json.size(); ++k) {
+    auto e = parse_json(json[k]);
+    REQUIRE(e);
+    CHECK(e->seq == k);  // every seq once, in file order
+    CHECK(e->elapsed_s >= last_t);
+    last_t = e->elapsed_s;
+    CHECK(e->component == "WORKER 0");
+    auto t = parse_text(text[k]);
+    REQUIRE(t);
+    CHECK(t->seq == e->seq);
+    CHECK(t->details == e->details);
+    if (e->event != "EXEC") continue;
+    int thread = -1, i = -1;
+    REQUIRE(std::sscanf(e->details.c_str(), "thread=%d i=%d", &thread, &i) == 2);
+    auto [it, fresh] = last_i.try_emplace(thread, -1);
+    CHECK(i == it->second + 1);  // each thread's events in its order
+    it->second = i;
+  }
+  CHECK(parse_json(json.back())->event == "FREE");
+  CHECK(last_i.size() == kThreads);
+}
+
+TEST_CASE("instruction log appends to existing files", "[instruction_log][unit]") {
+  TempDir dir;
+  const std::string base = (dir.path / "run").string();
+  { InstructionLog("CLIENT", base).record("SEND", "Batch", "", "n=1"); }
+  { InstructionLog("CLIENT", base).record("SEND", "Batch", "", "n=2"); }
+  const auto lines = read_lines(base + ".client.jsonl");
+  REQUIRE(lines.size() == 2);
+  CHECK(parse_json(lines[0])->details == "n=1");
+  CHECK(parse_json(lines[1])->details == "n=2");
+  CHECK(parse_json(lines[1])->seq == 0);  // sequence numbers are per log object
+}
+
+TEST_CASE("instruction log is off without GT_INSTRUCTION_LOG", "[instruction_log][unit]") {
+  {
+    ScopedEnv unset("GT_INSTRUCTION_LOG", nullptr);
+    CHECK(InstructionLog::from_env("CLIENT") == nullptr);
+  }
+  {
+    ScopedEnv empty("GT_INSTRUCTION_LOG", "");
+    CHECK(InstructionLog::from_env("CLIENT") == nullptr);
+  }
+  TempDir dir;
+  const std::string base = (dir.path / "env").string();
+  ScopedEnv set("GT_INSTRUCTION_LOG", base.c_str());
+  auto log = InstructionLog::from_env("DISPATCHER");
+  REQUIRE(log != nullptr);
+  CHECK(log->text_path() == base + ".dispatcher.log");
+}
+
+TEST_CASE("instruction log names the path it cannot open", "[instruction_log][unit]") {
+  CHECK_THROWS_AS(InstructionLog("WORKER 3", "/nonexistent-dir/x"), Error);
+  CHECK_THROWS_WITH(InstructionLog("WORKER 3", "/nonexistent-dir/x"),
+                    Catch::Contains("/nonexistent-dir/x.worker-3.log") &&
+                        Catch::Contains("No such file or directory"));
+  ScopedEnv set("GT_INSTRUCTION_LOG", "/nonexistent-dir/x");
+  CHECK_THROWS_AS(InstructionLog::from_env("CLIENT"), Error);
+}
+
+TEST_CASE("instruction log record cost", "[instruction_log][.][bench]") {
+  TempDir dir;
+  InstructionLog log("WORKER 0", (dir.path / "bench").string());
+  constexpr int kRecords = 20000;  // ~5 MB of files (ctest runs this case too)
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < kRecords; ++i) {
+    log.record("EXEC", "Op", "matmul", "out=1234 in=1232,1233 shape=[64,64] bytes=16384");
+  }
+  log.flush();
+  const double ns =
+      std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count() /
+      kRecords;
+  WARN("instruction log: " << ns << " ns per record() (both forms, writes included)");
+  CHECK(ns > 0);
+}
