@@ -619,6 +619,17 @@ void InstructionLog::record(std::string_view event, std::string_view kind, std::
   append_json(json_buf_, elapsed_s, seq, event, component_, kind, op, details);
   json_buf_ += '\n';
   if (text_buf_.size() + json_buf_.size() < kFlushBytes) return;
+  write_buffers(lock);
+}
+
+void InstructionLog::flush() {
+  std::unique_lock lock(mutex_);
+  write_buffers(lock);
+  std::lock_guard write_lock(write_mutex_);
+  if (!write_error_.empty()) throw Error(write_error_);
+}
+
+void InstructionLog::write_buffers(std::unique_lock<std::mutex>& lock) {
   std::string text, json;
   text.swap(text_buf_);
   json.swap(json_buf_);
@@ -629,19 +640,6 @@ void InstructionLog::record(std::string_view event, std::string_view kind, std::
   std::lock_guard write_lock(write_mutex_);
   lock.unlock();
   write_locked(text, json);
-}
-
-void InstructionLog::flush() {
-  std::unique_lock lock(mutex_);
-  std::string text, json;
-  text.swap(text_buf_);
-  json.swap(json_buf_);
-  text_buf_.reserve(kFlushBytes);
-  json_buf_.reserve(kFlushBytes);
-  std::lock_guard write_lock(write_mutex_);
-  lock.unlock();
-  write_locked(text, json);
-  if (!write_error_.empty()) throw Error(write_error_);
 }
 
 void InstructionLog::write_locked(const std::string& text, const std::string& json) {

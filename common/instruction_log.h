@@ -136,6 +136,9 @@ class InstructionLog {
  private:
   // Writes `text` and `json` to the files; called with write_mutex_ held.
   void write_locked(const std::string& text, const std::string& json);
+  /// Takes both buffers (mutex_ held by `lock`, released here) and writes
+  /// them under write_mutex_.
+  void write_buffers(std::unique_lock<std::mutex>& lock);
 
   const std::string component_;
   std::string text_path_;
