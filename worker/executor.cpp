@@ -261,16 +261,10 @@ void Executor::run_batch(uint64_t session, const wire::Batch& batch, std::span<z
   // caller releases after we return: keep its header frame (the unit
   // completes in the next batch), or run them eagerly now.
   if (!s.held.empty()) {
-    try {
-      if (header && s.retained.size() < kMaxRetained) {
-        retain_held(s, batch, *header);
-      } else {
-        flush_pending(session, s, ctx);
-      }
-    } catch (const std::exception& e) {
-      inputs_.clear();
-      log_->error("[worker.run_batch] session={} flush failed outside the op rules: {}", session,
-                  e.what());
+    if (header && s.retained.size() < kMaxRetained) {
+      retain_held(s, batch, *header);
+    } else {
+      flush_pending_logged(session, s, ctx);
     }
   }
   if (!s.detections.empty()) promote_detections(session, s);
@@ -385,8 +379,8 @@ bool Executor::offer_compiled(uint64_t session_id, Session& s, const wire::Instr
 
 void Executor::refresh_promoted(Session& s) {
   size_t pending = 0;
-  // Ready: the compiled chain; failed (or never queued): nullopt stays, and
-  // the digest is cleared so it is not asked again.
+  // Ready: take the compiled chain; failed (or never queued): clear the
+  // digest so it is not asked again; pending: ask again next batch.
   auto poll = [&](uint64_t& digest, std::shared_ptr<const jit::CompiledChain>& out) {
     if (digest == 0 || out) return;
     switch (options_.jit->state(digest)) {
@@ -425,7 +419,7 @@ void Executor::end_trial_unit(Session& s, Promoted& p) {
   const double compiled_ms = 1e-6 * static_cast<double>(p.trial_compiled_ns);
   const double eager_ms = 1e-6 * static_cast<double>(p.trial_eager_ns);
   const bool faster = compiled_ms < eager_ms;
-  options_.jit->report_trial(p.digests.escaping, compiled_ms, eager_ms, faster);
+  options_.jit->report_trial(p.matcher->chain().digest(), compiled_ms, eager_ms, faster);
   if (faster) return;
   // A compiled path must never make a program slower.
   p.failed = true;
@@ -440,6 +434,16 @@ void Executor::flush_pending(uint64_t session_id, Session& s, Context& ctx) {
   // The unit may have been dropped meanwhile: held ops still run, in order.
   for (const wire::Instruction* in : held) run_instruction(session_id, s, *in, ctx);
   s.retained.clear();
+}
+
+void Executor::flush_pending_logged(uint64_t session_id, Session& s, Context& ctx) {
+  try {
+    flush_pending(session_id, s, ctx);
+  } catch (const std::exception& e) {
+    inputs_.clear();
+    log_->error("[worker.flush] session={} flush failed outside the op rules: {}", session_id,
+                e.what());
+  }
 }
 
 void Executor::retain_held(Session& s, const wire::Batch& batch, zmq::message_t& header) {
@@ -514,7 +518,8 @@ bool Executor::run_compiled(uint64_t session_id, Session& s, Promoted& unit, Con
     compiled = unit.elided.get();
   }
   if (!compiled) {
-    // Only the elided variant is ready and this unit's values do not all die.
+    // The escaping variant failed to compile and this unit's values do not
+    // all die: only eager computes them.
     flush_pending(session_id, s, ctx);
     return false;
   }
@@ -599,7 +604,7 @@ bool Executor::run_compiled(uint64_t session_id, Session& s, Promoted& unit, Con
       max_abs = std::max(max_abs, (want[i].to(at::kDouble) - got[i].to(at::kDouble))
                                       .abs().max().item<double>());
     }
-    options_.jit->report_verify(unit.digests.escaping, max_abs, jit::compare_results(want, got));
+    options_.jit->report_verify(chain.digest(), max_abs, jit::compare_results(want, got));
   }
   const auto produced = m.produced_ids();
   for (size_t p = 0; p < produced.size() && p < results.size(); ++p) {
@@ -1024,13 +1029,7 @@ void Executor::flush_held(uint64_t session, const ReplySink& sink) {
   if (it == sessions_.end() || it->second.held.empty()) return;
   c10::InferenceMode inference;
   Context ctx({}, sink, nullptr);
-  try {
-    flush_pending(session, it->second, ctx);
-  } catch (const std::exception& e) {
-    inputs_.clear();
-    log_->error("[worker.flush_held] session={} flush failed outside the op rules: {}", session,
-                e.what());
-  }
+  flush_pending_logged(session, it->second, ctx);
 }
 
 void Executor::drop_session(uint64_t session) {
@@ -1046,6 +1045,12 @@ void Executor::drop_all_sessions() { sessions_.clear(); }
 size_t Executor::tensor_count(uint64_t session) const {
   auto it = sessions_.find(session);
   return it == sessions_.end() ? 0 : it->second.tensors.size();
+}
+
+size_t Executor::tensor_count() const {
+  size_t n = 0;
+  for (const auto& [id, s] : sessions_) n += s.tensors.size();
+  return n;
 }
 
 std::optional<at::Tensor> Executor::tensor(uint64_t session, TensorId id) const {

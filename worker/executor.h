@@ -108,6 +108,8 @@ class Executor {
   size_t session_count() const { return sessions_.size(); }
   /// Live ids (poisoned ones included) of a session; 0 for an unknown session.
   size_t tensor_count(uint64_t session) const;
+  /// Live ids (poisoned ones included) of every session.
+  size_t tensor_count() const;
   /// The tensor behind an id; nullopt when unknown or poisoned.
   std::optional<at::Tensor> tensor(uint64_t session, wire::TensorId id) const;
   /// The failure that poisoned an id; nullptr when live and healthy or unknown.
@@ -129,7 +131,7 @@ class Executor {
     std::unique_ptr<jit::SequenceRecorder> recorder;  // with options_.jit only
     // Note [compiled execution]: the units this session promoted, the one a
     // partly matched unit belongs to, and that unit's instructions (ops and
-    // deferred frees, stream order, all from the current batch).
+    // deferred frees, stream order; from this batch or retained ones).
     std::vector<jit::Detection> detections;  // this batch's, promoted at its end
     std::vector<std::unique_ptr<Promoted>> promoted;
     size_t pending_promotions = 0;  // promoted units still compiling
@@ -145,8 +147,10 @@ class Executor {
   struct Promoted {
     jit::Promotion digests;
     std::shared_ptr<const jit::CompiledChain> escaping, elided;  // once ready
-    std::unique_ptr<jit::ChainMatcher> matcher;  // once `escaping` is ready
-    bool failed = false;  // compile failed, or dropped after its trial
+    // Once neither variant is compiling (and one compiled): both have the
+    // same ops, so either's chain serves.
+    std::unique_ptr<jit::ChainMatcher> matcher;
+    bool failed = false;  // no variant compiled, a run failed, or dropped after its trial
     // The first matched units alternate compiled and eager runs and are timed;
     // a unit that is not faster is dropped (Note [compiled execution]).
     int trial_units = 0;
@@ -172,6 +176,9 @@ class Executor {
   static constexpr size_t kMaxPromoted = 64;
   /// Runs the buffered instructions of a partly matched unit eagerly, in order.
   void flush_pending(uint64_t session_id, Session& s, Context& ctx);
+  /// flush_pending for the ends of a batch or a stats request: anything it
+  /// throws outside the op rules is logged, never propagated.
+  void flush_pending_logged(uint64_t session_id, Session& s, Context& ctx);
   /// Runs a fully matched unit with a compiled variant, then its deferred
   /// frees; false when it ran eagerly instead.
   bool run_compiled(uint64_t session_id, Session& s, Promoted& p, Context& ctx);

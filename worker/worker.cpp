@@ -11,7 +11,6 @@
 #include <deque>
 #include <mutex>
 #include <thread>
-#include <unordered_set>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -101,17 +100,15 @@ struct Item {
 // This worker's StatsReply for `session`: the executor's counters and the
 // JIT's (zeros when the JIT is off). Runs on the executor thread, so it sees
 // every batch received before the request (Note [stats gathering] in
-// dispatcher/dispatcher.cpp). `sessions` are the ids the executor may hold:
-// it has no accessor for all of its sessions' tensors, so they are summed here.
+// dispatcher/dispatcher.cpp).
 zmq::message_t stats_reply(const Executor& executor, const jit::CompileService* jit,
-                           const std::string& device, const std::unordered_set<uint64_t>& sessions,
-                           uint64_t session, uint64_t request) {
+                           const std::string& device, uint64_t session, uint64_t request) {
   wire::WorkerStatsInfo w;
   w.worker = executor.worker_index();
   w.device = device;
   w.sessions = executor.session_count();
   w.session_tensors = executor.tensor_count(session);
-  for (uint64_t id : sessions) w.tensors += executor.tensor_count(id);
+  w.tensors = executor.tensor_count();
   w.instructions = executor.instructions_executed();
   if (jit) {
     const jit::JitStats j = jit->stats();
@@ -228,9 +225,6 @@ void Worker::Impl::executor_main() {
                                               : jit_options.cache_dir.string());
     }
     Executor executor(ExecutorOptions{index.load(), device, capacity_bytes, log, jit});
-    // Sessions that sent a batch and no Bye since: the executor's sessions
-    // are among them (for the stats' tensor total).
-    std::unordered_set<uint64_t> sessions;
     std::deque<Item> work;
     for (;;) {
       {
@@ -248,23 +242,17 @@ void Worker::Impl::executor_main() {
           }
           executor.drop_all_sessions();
           executor.set_worker_index(item.index);
-          sessions.clear();
           continue;
         }
         // The IO thread verified the header; the frames moved here intact.
         const wire::Message* msg = wire::GetMessage(item.frames[0].data());
-        switch (msg->body_type()) {
-          case wire::Body::StatsRequest: {
-            executor.flush_held(msg->session(), sink);
-            Frames reply;
-            reply.push_back(stats_reply(executor, jit.get(), options.device, sessions,
-                                        msg->session(), msg->body_as_StatsRequest()->request()));
-            sink(std::move(reply));
-            continue;
-          }
-          case wire::Body::Batch: sessions.insert(msg->session()); break;
-          case wire::Body::Bye: sessions.erase(msg->session()); break;
-          default: break;
+        if (msg->body_type() == wire::Body::StatsRequest) {
+          executor.flush_held(msg->session(), sink);
+          Frames reply;
+          reply.push_back(stats_reply(executor, jit.get(), options.device, msg->session(),
+                                      msg->body_as_StatsRequest()->request()));
+          sink(std::move(reply));
+          continue;
         }
         executor.handle_verified(*msg, std::span(item.frames).subspan(1), sink, &item.frames[0]);
       }

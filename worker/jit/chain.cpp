@@ -64,14 +64,6 @@ bool dynamic_floats(OpCode op) {
   }
 }
 
-std::vector<double> Chain::scalars() const {
-  std::vector<double> out;
-  for (const ChainOp& op : ops) {
-    if (dynamic_floats(op.op)) out.insert(out.end(), op.floats.begin(), op.floats.end());
-  }
-  return out;
-}
-
 uint64_t Chain::digest() const {
   Digest d;
   d.add(static_cast<uint64_t>(externals));

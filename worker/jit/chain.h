@@ -70,9 +70,6 @@ struct Chain {
   uint64_t structure_digest() const;
   /// True when some produced value dies inside the unit.
   bool has_dead_values() const;
-  /// The floats of its dynamic_floats() ops, in op order: the run-time
-  /// numbers of this (recorded) instance.
-  std::vector<double> scalars() const;
   /// One line per op, for GT_DEBUG_COMPILE and test failure messages.
   std::string describe() const;
   bool operator==(const Chain&) const = default;

@@ -98,11 +98,14 @@ std::optional<Promotion> CompileService::submit(uint64_t session, Chain chain,
   return p;
 }
 
+bool CompileService::pending_locked(uint64_t digest) const {
+  if (busy_ && current_ == digest) return true;
+  return std::any_of(queue_.begin(), queue_.end(),
+                     [digest](const Job& j) { return j.digest == digest; });
+}
+
 void CompileService::enqueue(Chain chain, uint64_t digest, uint64_t sibling) {
-  bool known = chains_.contains(digest);
-  for (const Job& j : queue_) known |= j.digest == digest;
-  if (busy_ && current_ == digest) known = true;
-  if (known) {
+  if (chains_.contains(digest) || pending_locked(digest)) {
     ++stats_.duplicates;
     return;
   }
@@ -114,11 +117,7 @@ ChainState CompileService::state(uint64_t digest) const {
   if (auto it = chains_.find(digest); it != chains_.end()) {
     return it->second ? ChainState::Ready : ChainState::Failed;
   }
-  if (busy_ && current_ == digest) return ChainState::Pending;
-  for (const Job& j : queue_) {
-    if (j.digest == digest) return ChainState::Pending;
-  }
-  return ChainState::Unknown;
+  return pending_locked(digest) ? ChainState::Pending : ChainState::Unknown;
 }
 
 std::shared_ptr<const CompiledChain> CompileService::find(uint64_t digest) const {

@@ -138,6 +138,8 @@ class CompileService {
   };
   void loop();
   void compile(Job& job);
+  /// Whether `digest` is queued or being compiled; mutex_ held.
+  bool pending_locked(uint64_t digest) const;
   /// Queues one chain unless it is known; mutex_ held.
   void enqueue(Chain chain, uint64_t digest, uint64_t sibling);
   void debug_line(const std::string& line) const;

@@ -71,7 +71,7 @@ class ChainMatcher {
   std::span<const wire::TensorId> external_ids() const { return external_ids_; }
   /// After Complete: the id of each produced value, in value order.
   std::span<const wire::TensorId> produced_ids() const { return produced_ids_; }
-  /// After Complete: the unit's run-time numbers (Chain::scalars() order).
+  /// After Complete: the unit's run-time numbers (Graph::default_scalars order).
   std::span<const double> scalars() const { return scalars_; }
 
  private:
