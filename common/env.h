@@ -53,4 +53,20 @@ std::optional<std::string> env_string(const char* name);
 int64_t env_int(const char* name, int64_t fallback, int64_t min, int64_t max);
 bool env_flag(const char* name);
 
+/// Sets a variable (unsets it, for nullptr or nullopt) for one scope and
+/// restores its old value at the end: for tests and benchmarks, whose local
+/// clusters inherit the program's environment. Not thread-safe (setenv).
+class ScopedEnv {
+ public:
+  ScopedEnv(std::string name, const char* value);
+  ScopedEnv(std::string name, const std::optional<std::string>& value);
+  ~ScopedEnv();
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_;
+  std::optional<std::string> old_;
+};
+
 }  // namespace gt

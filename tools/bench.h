@@ -2,8 +2,6 @@
 // `gt bench`: the runtime-core benchmarks. Every figure is printed next to its
 // reference measured in the same run, as a ratio (machines are shared and noisy).
 
-#include <cstdlib>
-#include <optional>
 #include <string>
 
 namespace CLI {
@@ -48,33 +46,6 @@ JitBenchResult bench_jit_loop(int64_t elems, int iters);
 /// `gt bench train` (tools/bench_train.cpp): best of `repeats` runs of `steps`
 /// steps each, interleaved.
 TrainBenchResult bench_train_step(int64_t batch, int steps, int repeats);
-
-// Sets or clears an environment variable for this scope (the local cluster's
-// workers inherit the program's environment when they start).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    if (value) {
-      ::setenv(name, value, 1);
-    } else {
-      ::unsetenv(name);
-    }
-  }
-  ~ScopedEnv() {
-    if (old_) {
-      ::setenv(name_, old_->c_str(), 1);
-    } else {
-      ::unsetenv(name_);
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
 
 void add_bench_options(CLI::App& app, BenchOptions& options);
 

@@ -10,6 +10,7 @@
 
 #include <gt/gt.h>
 
+#include "common/env.h"
 #include "tools/bench.h"
 
 namespace gt::tools {

@@ -6,6 +6,7 @@
 // GT_AUTO_COMPILE=1 on its own local cluster, measured once the worker has
 // compiled the step and decided its trial (docs/jit.md).
 
+#include "common/env.h"
 #include "tools/bench.h"
 
 #include <algorithm>

@@ -16,12 +16,15 @@
 
 #include "client/internal/api.h"
 #include "fake_dispatcher.h"
+#include "common/env.h"
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using gt::data::Dataset;
 using gt::data::DataLoader;
 using gt::data::DataLoaderOptions;
+
+using gt::ScopedEnv;
 
 namespace {
 
@@ -98,26 +101,6 @@ float normalised(uint8_t v) {
   return (float(v) / 255.0f - gt::data::kFashionMnistMean) / gt::data::kFashionMnistStd;
 }
 
-// Sets or unsets an environment variable for one scope.
-struct ScopedEnv {
-  std::string name;
-  std::optional<std::string> old;
-  ScopedEnv(std::string n, const std::optional<std::string>& value) : name(std::move(n)) {
-    if (const char* v = std::getenv(name.c_str())) old = v;
-    if (value) {
-      ::setenv(name.c_str(), value->c_str(), 1);
-    } else {
-      ::unsetenv(name.c_str());
-    }
-  }
-  ~ScopedEnv() {
-    if (old) {
-      ::setenv(name.c_str(), old->c_str(), 1);
-    } else {
-      ::unsetenv(name.c_str());
-    }
-  }
-};
 
 }  // namespace
 

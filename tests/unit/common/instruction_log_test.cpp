@@ -15,8 +15,11 @@
 #include <gt/error.h>
 
 #include "common/instruction_log.h"
+#include "common/env.h"
 
 using namespace gt;
+
+using gt::ScopedEnv;
 
 namespace {
 
@@ -41,26 +44,6 @@ std::vector<std::string> read_lines(const std::string& path) {
   return lines;
 }
 
-// Sets or unsets a variable for one scope and restores the old value.
-struct ScopedEnv {
-  std::string name;
-  std::optional<std::string> old;
-  ScopedEnv(std::string n, const char* value) : name(std::move(n)) {
-    if (const char* v = std::getenv(name.c_str())) old = v;
-    if (value) {
-      ::setenv(name.c_str(), value, 1);
-    } else {
-      ::unsetenv(name.c_str());
-    }
-  }
-  ~ScopedEnv() {
-    if (old) {
-      ::setenv(name.c_str(), old->c_str(), 1);
-    } else {
-      ::unsetenv(name.c_str());
-    }
-  }
-};
 
 LogEvent example_event() {
   LogEvent e;

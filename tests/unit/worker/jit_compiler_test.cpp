@@ -22,6 +22,7 @@
 #include "worker/jit/compiler_cpu.h"
 #include "worker/jit/graph.h"
 #include "worker/kernels.h"
+#include "common/env.h"
 
 namespace gt::worker::jit::test {
 namespace {
@@ -57,26 +58,6 @@ CpuCompilerConfig config_in(const fs::path& dir) {
   return c;
 }
 
-/// Sets (or unsets, for nullopt) an environment variable for one scope.
-struct ScopedEnv {
-  std::string name;
-  std::optional<std::string> old;
-  ScopedEnv(std::string n, std::optional<std::string> value) : name(std::move(n)) {
-    if (const char* v = std::getenv(name.c_str())) old = v;
-    if (value) {
-      setenv(name.c_str(), value->c_str(), 1);
-    } else {
-      unsetenv(name.c_str());
-    }
-  }
-  ~ScopedEnv() {
-    if (old) {
-      setenv(name.c_str(), old->c_str(), 1);
-    } else {
-      unsetenv(name.c_str());
-    }
-  }
-};
 
 /// Builds a chain the way the recorder numbers it (Note [chain values]):
 /// externals first, then ops, with metas from the op table.
