@@ -160,7 +160,7 @@ void add_bench_options(CLI::App& app, BenchOptions& o) {
   app.add_option("--ops", o.ops, "Ops issued before the fetch (throughput)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000000));
-  app.add_option("--elems", o.elems, "Elements per tensor (throughput)")
+  app.add_option("--elems", o.elems, "Elements per tensor (throughput; jit, where the default is 1M)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 26));
   app.add_option("--iters", o.iters, "Round trips measured (latency)")

@@ -50,7 +50,8 @@ int main(int argc, char** argv) {
   gt::tools::BenchOptions bopts;
   auto* bench = app.add_subcommand(
       "bench",
-      "Benchmarks: pipelined throughput, sync latency, training step, JIT loop; printed as ratios");
+      "Benchmarks: pipelined throughput, sync latency, training step (eager and with the JIT), JIT "
+      "loop; printed as ratios");
   gt::tools::add_bench_options(*bench, bopts);
 
   std::string cache_dir;
