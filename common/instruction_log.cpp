@@ -529,6 +529,36 @@ std::optional<LogEvent> parse_text(std::string_view line) {
   return e;
 }
 
+std::vector<std::pair<std::string_view, std::string_view>> split_details(std::string_view details) {
+  std::vector<std::pair<std::string_view, std::string_view>> fields;
+  size_t pos = 0;
+  while (pos < details.size()) {
+    if (details[pos] == ' ') {
+      ++pos;
+      continue;
+    }
+    size_t end = details.find(' ', pos);
+    if (end == std::string_view::npos) end = details.size();
+    const std::string_view word = details.substr(pos, end - pos);
+    const size_t eq = word.find('=');
+    const std::string_view key = word.substr(0, eq);
+    if (eq != std::string_view::npos && (key == "what" || key == "why")) {
+      fields.emplace_back(key, details.substr(pos + eq + 1));  // free text: the rest
+      break;
+    }
+    fields.emplace_back(key, eq == std::string_view::npos ? std::string_view() : word.substr(eq + 1));
+    pos = end;
+  }
+  return fields;
+}
+
+std::optional<std::string_view> detail_value(std::string_view details, std::string_view key) {
+  for (const auto& [k, v] : split_details(details)) {
+    if (k == key) return v;
+  }
+  return std::nullopt;
+}
+
 std::string instruction_log_file_tag(std::string_view component) {
   std::string tag;
   tag.reserve(component.size());

@@ -10,6 +10,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace gt {
 
@@ -91,6 +93,15 @@ std::optional<LogEvent> parse_json(std::string_view line);
 /// returns nullopt when it does not have that shape. Never throws. Lossy for
 /// the values listed in Note [instruction log format].
 std::optional<LogEvent> parse_text(std::string_view line);
+
+/// The `key=value` fields of an event's details, in order (Note: the keys
+/// `what` and `why` take the rest of the line, spaces included; see
+/// docs/instruction_log.md, "Events"). A word without '=' becomes a key with
+/// an empty value. Views into `details`.
+std::vector<std::pair<std::string_view, std::string_view>> split_details(std::string_view details);
+
+/// The value of `key` in `details`; nullopt when absent.
+std::optional<std::string_view> detail_value(std::string_view details, std::string_view key);
 
 /// "WORKER 0" -> "worker-0": the component's part of the file names.
 std::string instruction_log_file_tag(std::string_view component);

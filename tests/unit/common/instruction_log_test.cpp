@@ -334,3 +334,17 @@ TEST_CASE("instruction log record cost", "[instruction_log][.][bench]") {
   WARN("instruction log: " << ns << " ns per record() (both forms, writes included)");
   CHECK(ns > 0);
 }
+
+TEST_CASE("instruction log details split into key=value fields", "[instruction_log][unit]") {
+  const auto f = gt::split_details("session=3  in=1,2 shape=[] flag what=bad input: x=1 y");
+  REQUIRE(f.size() == 5);
+  CHECK(f[0] == std::pair<std::string_view, std::string_view>("session", "3"));
+  CHECK(f[1].second == "1,2");
+  CHECK(f[2].second == "[]");
+  CHECK(f[3] == std::pair<std::string_view, std::string_view>("flag", ""));
+  CHECK(f[4] == std::pair<std::string_view, std::string_view>("what", "bad input: x=1 y"));
+  CHECK(gt::detail_value("a=1 why=gone away b=2", "why") == "gone away b=2");
+  CHECK(gt::detail_value("a=1 b=2", "b") == "2");
+  CHECK_FALSE(gt::detail_value("a=1 b=2", "c"));
+  CHECK(gt::split_details("").empty());
+}
