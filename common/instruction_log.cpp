@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <system_error>
 
@@ -603,32 +604,129 @@ int write_all(int fd, const std::string& data) {
 
 }  // namespace
 
+namespace {
+
+void append_uint(std::string& out, uint64_t v) {
+  char buf[24];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+void append_int(std::string& out, int64_t v) {
+  char buf[24];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+void append_key(std::string& out, std::string_view key) {
+  if (!out.empty()) out += ' ';
+  out += key;
+  out += '=';
+}
+
+void append_ids(std::string& out, std::string_view key, const uint64_t* ids, int total, int max) {
+  append_key(out, key);
+  const int kept = std::min(total, max);
+  for (int i = 0; i < kept; ++i) {
+    if (i > 0) out += ',';
+    append_uint(out, ids[i]);
+  }
+  if (total > kept) out += ",...";
+}
+
+}  // namespace
+
+std::string raw_details(const RawEvent& e) {
+  std::string out;
+  out.reserve(96);
+  if (e.session != 0) {
+    append_key(out, "session");
+    append_uint(out, e.session);
+  }
+  if (e.n_in > 0) append_ids(out, "in", e.in, e.n_in, RawEvent::kMaxIds);
+  if (e.n_out > 0) append_ids(out, "out", e.out, e.n_out, RawEvent::kMaxOutIds);
+  if (e.ndim >= 0) {
+    append_key(out, "shape");
+    out += '[';
+    const int kept = std::min<int>(e.ndim, RawEvent::kMaxDims);
+    for (int i = 0; i < kept; ++i) {
+      if (i > 0) out += ',';
+      append_int(out, e.shape[i]);
+    }
+    if (e.ndim > kept) out += ",...";
+    out += ']';
+  }
+  if (e.n >= 0) {
+    append_key(out, "n");
+    append_int(out, e.n);
+  }
+  if (e.bytes >= 0) {
+    append_key(out, "bytes");
+    append_int(out, e.bytes);
+  }
+  if (e.req != 0) {
+    append_key(out, "req");
+    append_uint(out, e.req);
+  }
+  if (e.worker >= 0) {
+    append_key(out, "worker");
+    append_int(out, e.worker);
+  }
+  if (e.dur_ns >= 0) {
+    // Microseconds with 3 decimals, from integers (no floating-point printf).
+    append_key(out, "dur_us");
+    append_int(out, e.dur_ns / 1000);
+    out += '.';
+    const int64_t frac = e.dur_ns % 1000;
+    out += static_cast<char>('0' + frac / 100);
+    out += static_cast<char>('0' + frac / 10 % 10);
+    out += static_cast<char>('0' + frac % 10);
+  }
+  return out;
+}
+
+struct InstructionLog::Entry {
+  uint64_t seq = 0;
+  std::chrono::steady_clock::time_point time;
+  RawEvent raw;
+  std::unique_ptr<LogEvent> owned;  // record(): strings copied
+};
+
 InstructionLog::InstructionLog(std::string component, const std::string& base_path)
     : component_(std::move(component)), start_(std::chrono::steady_clock::now()) {
-  const std::string tag = instruction_log_file_tag(component_);
-  text_path_ = base_path + "." + tag + ".log";
-  json_path_ = base_path + "." + tag + ".jsonl";
-  text_fd_ = open_for_append(text_path_);
-  try {
-    json_fd_ = open_for_append(json_path_);
-  } catch (...) {
-    ::close(text_fd_);
-    throw;
+  if (!base_path.empty()) {
+    const std::string tag = instruction_log_file_tag(component_);
+    text_path_ = base_path + "." + tag + ".log";
+    json_path_ = base_path + "." + tag + ".jsonl";
+    text_fd_ = open_for_append(text_path_);
+    try {
+      json_fd_ = open_for_append(json_path_);
+    } catch (...) {
+      ::close(text_fd_);
+      throw;
+    }
   }
-  text_buf_.reserve(kFlushBytes);
-  json_buf_.reserve(kFlushBytes);
+  queue_.reserve(1024);
+  spare_.reserve(1024);
+  update_enabled();
+  record_clock();
+  writer_ = std::thread([this] { writer_main(); });
 }
 
 InstructionLog::~InstructionLog() {
-  try {
+  {
     std::lock_guard lock(mutex_);
-    std::lock_guard write_lock(write_mutex_);
-    write_locked(text_buf_, json_buf_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  writer_.join();
+  try {
+    drain();
   } catch (...) {
     // A destructor never throws; a failed final write is lost.
   }
-  ::close(text_fd_);
-  ::close(json_fd_);
+  if (text_fd_ >= 0) ::close(text_fd_);
+  if (json_fd_ >= 0) ::close(json_fd_);
 }
 
 std::unique_ptr<InstructionLog> InstructionLog::from_env(std::string component) {
@@ -637,54 +735,166 @@ std::unique_ptr<InstructionLog> InstructionLog::from_env(std::string component) 
   return std::make_unique<InstructionLog>(std::move(component), *path);
 }
 
+void InstructionLog::update_enabled() {
+  enabled_.store(text_fd_ >= 0 || has_tap_.load(), std::memory_order_relaxed);
+}
+
+InstructionLog::Entry* InstructionLog::stamp_locked() {
+  if (queue_.size() >= kMaxQueued) {
+    ++dropped_;
+    return nullptr;
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (dropped_ > dropped_reported_) {
+    // The writer caught up: say how many were lost, in sequence.
+    Entry& d = queue_.emplace_back();
+    d.owned = std::make_unique<LogEvent>();
+    d.owned->event = "DROPPED";
+    d.owned->kind = "Events";
+    d.owned->details =
+        "n=" + std::to_string(dropped_ - dropped_reported_) + " why=the writer fell behind";
+    d.seq = next_seq_++;
+    d.time = now;
+    dropped_reported_ = dropped_;
+  }
+  // Stamped under the lock, so seq and elapsed_s both increase along a file.
+  Entry& e = queue_.emplace_back();
+  e.seq = next_seq_++;
+  e.time = now;
+  return &e;
+}
+
 void InstructionLog::record(std::string_view event, std::string_view kind, std::string_view op,
                             std::string_view details) {
+  auto owned = std::make_unique<LogEvent>();
+  owned->event = event;
+  owned->kind = kind;
+  owned->op = op;
+  owned->details = details;
+  bool wake = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (Entry* e = stamp_locked()) e->owned = std::move(owned);
+    wake = queue_.size() == kWakeQueued;
+  }
+  if (wake) wake_.notify_one();
+}
+
+void InstructionLog::record_raw(const RawEvent& raw) {
+  bool wake = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (Entry* e = stamp_locked()) e->raw = raw;
+    wake = queue_.size() == kWakeQueued;
+  }
+  if (wake) wake_.notify_one();
+}
+
+void InstructionLog::record_clock() {
+  const auto wall = std::chrono::system_clock::now().time_since_epoch();
+  const int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(wall).count();
+  char buf[80];
+  std::snprintf(buf, sizeof buf, "unix_s=%lld.%06lld pid=%lld", static_cast<long long>(us / 1000000),
+                static_cast<long long>(us % 1000000), static_cast<long long>(::getpid()));
+  record("CLOCK", "Start", "", buf);
+}
+
+void InstructionLog::set_tap(Tap tap) {
+  {
+    std::lock_guard lock(format_mutex_);
+    tap_ = std::move(tap);
+    has_tap_.store(static_cast<bool>(tap_));
+  }
+  update_enabled();
+  if (has_tap_.load()) record_clock();
+}
+
+uint64_t InstructionLog::dropped() const {
+  std::lock_guard lock(mutex_);
+  return dropped_;
+}
+
+void InstructionLog::writer_main() {
   std::unique_lock lock(mutex_);
-  // Stamped under the lock, so seq and elapsed_s both increase along a file.
-  const double elapsed_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  const uint64_t seq = next_seq_++;
-  append_text(text_buf_, elapsed_s, seq, event, component_, kind, op, details);
-  text_buf_ += '\n';
-  append_json(json_buf_, elapsed_s, seq, event, component_, kind, op, details);
-  json_buf_ += '\n';
-  if (text_buf_.size() + json_buf_.size() < kFlushBytes) return;
-  write_buffers(lock);
+  while (!stopping_) {
+    wake_.wait_for(lock, std::chrono::milliseconds(100),
+                   [&] { return stopping_ || queue_.size() >= kWakeQueued; });
+    if (stopping_) break;
+    lock.unlock();
+    try {
+      drain();
+    } catch (...) {
+      // Kept in write_error_ and reported by the next flush().
+    }
+    lock.lock();
+  }
+}
+
+void InstructionLog::drain() {
+  std::lock_guard format_lock(format_mutex_);
+  std::vector<Entry> batch;
+  {
+    std::lock_guard lock(mutex_);
+    if (queue_.empty()) return;
+    // Two buffers take turns, so recording reuses warm memory instead of
+    // faulting in a fresh vector after every drain.
+    batch.swap(spare_);
+    batch.swap(queue_);
+  }
+  const bool files = text_fd_ >= 0;
+  std::string text, json;
+  TapChunk chunk;
+  LogEvent ev;
+  ev.component = component_;
+  auto emit = [&](const LogEvent& e) {
+    if (files) {
+      append_text(text, e.elapsed_s, e.seq, e.event, e.component, e.kind, e.op, e.details);
+      text += '\n';
+    }
+    const size_t json_start = json.size();
+    append_json(json, e.elapsed_s, e.seq, e.event, e.component, e.kind, e.op, e.details);
+    json += '\n';
+    if (tap_) (e.event == "STATS" ? chunk.stats : chunk.events).append(json, json_start);
+  };
+  for (Entry& e : batch) {
+    ev.elapsed_s = std::chrono::duration<double>(e.time - start_).count();
+    ev.seq = e.seq;
+    if (e.owned) {
+      ev.event = std::move(e.owned->event);
+      ev.kind = std::move(e.owned->kind);
+      ev.op = std::move(e.owned->op);
+      ev.details = std::move(e.owned->details);
+    } else {
+      ev.event.assign(e.raw.event);
+      ev.kind.assign(e.raw.kind);
+      ev.op.assign(e.raw.op);
+      ev.details = raw_details(e.raw);
+    }
+    emit(ev);
+  }
+  if (files && write_error_.empty()) {
+    const std::pair<int, const std::string*> targets[] = {{text_fd_, &text_path_},
+                                                          {json_fd_, &json_path_}};
+    const std::string* data[] = {&text, &json};
+    for (int k = 0; k < 2; ++k) {
+      if (const int err = write_all(targets[k].first, *data[k])) {
+        write_error_ = "[instruction_log.flush] cannot write '" + *targets[k].second +
+                       "': " + std::system_category().message(err) +
+                       "; later events of this log are dropped";
+        break;
+      }
+    }
+  }
+  if (tap_ && (!chunk.events.empty() || !chunk.stats.empty())) tap_(std::move(chunk));
+  batch.clear();
+  std::lock_guard lock(mutex_);
+  if (batch.capacity() > spare_.capacity()) spare_.swap(batch);
 }
 
 void InstructionLog::flush() {
-  std::unique_lock lock(mutex_);
-  write_buffers(lock);
-  std::lock_guard write_lock(write_mutex_);
+  drain();
+  std::lock_guard lock(format_mutex_);
   if (!write_error_.empty()) throw Error(write_error_);
-}
-
-void InstructionLog::write_buffers(std::unique_lock<std::mutex>& lock) {
-  std::string text, json;
-  text.swap(text_buf_);
-  json.swap(json_buf_);
-  text_buf_.reserve(kFlushBytes);
-  json_buf_.reserve(kFlushBytes);
-  // Hand over: the next chunk's writer waits on write_mutex_ until this one
-  // is written, while other threads keep recording into the fresh buffers.
-  std::lock_guard write_lock(write_mutex_);
-  lock.unlock();
-  write_locked(text, json);
-}
-
-void InstructionLog::write_locked(const std::string& text, const std::string& json) {
-  if (!write_error_.empty()) return;  // after a failure the rest is dropped
-  const std::pair<int, const std::string*> files[] = {{text_fd_, &text_path_},
-                                                      {json_fd_, &json_path_}};
-  const std::string* data[] = {&text, &json};
-  for (int k = 0; k < 2; ++k) {
-    if (const int err = write_all(files[k].first, *data[k])) {
-      write_error_ = "[instruction_log.flush] cannot write '" + *files[k].second +
-                     "': " + std::system_category().message(err) +
-                     "; later events of this log are dropped";
-      return;
-    }
-  }
 }
 
 }  // namespace gt

@@ -3,13 +3,17 @@
 // human-readable aligned form and in JSON lines for tools. See
 // Note [instruction log format] and docs/instruction_log.md.
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -60,9 +64,7 @@ namespace gt {
 //
 // Cost: with the variable unset, InstructionLog::from_env returns nullptr and
 // callers test the pointer, so a disabled log costs one branch. When on,
-// record() formats both lines into in-memory buffers under a mutex and
-// writes them when they pass 64 KiB, on flush() and in the destructor: there
-// is no system call per event.
+// events are queued raw and formatted by a writer thread (Note [raw events]).
 
 /// One event of the instruction log (Note [instruction log format]).
 struct LogEvent {
@@ -106,17 +108,66 @@ std::optional<std::string_view> detail_value(std::string_view details, std::stri
 /// "WORKER 0" -> "worker-0": the component's part of the file names.
 std::string instruction_log_file_tag(std::string_view component);
 
-/// Writes one component's instruction log (Note [instruction log format]).
-/// Pinned (no copy or move). record() and flush() are thread-safe; the
-/// sequence numbers follow the order in which record() calls took the lock,
-/// and the files hold the events in that order. I/O errors while buffering
-/// are kept and reported by the next flush(); the destructor flushes and
-/// never throws.
+/// An event recorded on a hot path (Note [raw events]): fixed size, no
+/// allocation. The string views must outlive the log (string literals, op
+/// table names). Fields left at their "none" value are not printed; the
+/// others become the details `session= in= out= shape= n= bytes= req=
+/// worker= dur_us=` in that order (docs/instruction_log.md, "Events").
+struct RawEvent {
+  static constexpr int kMaxIds = 4;
+  static constexpr int kMaxOutIds = 2;
+  static constexpr int kMaxDims = 6;
+  std::string_view event;
+  std::string_view kind;
+  std::string_view op;
+  uint64_t session = 0;  // 0: none
+  uint64_t req = 0;      // 0: none
+  int64_t n = -1;
+  int64_t bytes = -1;
+  int64_t dur_ns = -1;
+  int32_t worker = -1;
+  uint16_t n_in = 0;   // ids in the instruction; the first kMaxIds are kept
+  uint16_t n_out = 0;
+  int16_t ndim = -1;   // -1: no shape; the first kMaxDims are kept
+  uint64_t in[kMaxIds] = {};
+  uint64_t out[kMaxOutIds] = {};
+  int64_t shape[kMaxDims] = {};
+};
+
+/// The details text of a raw event.
+std::string raw_details(const RawEvent& e);
+
+/// Writes one component's instruction log (Note [instruction log format]),
+/// to files, to a tap (the event stream, Note [event stream] in
+/// dispatcher/dispatcher.cpp), or both.
+///
+/// Note [raw events]
+/// Events are stamped (sequence number, time) under a mutex and queued
+/// unformatted; a background thread formats and writes them every 100 ms (or
+/// sooner when many are queued), so a hot path pays for a clock read, a lock
+/// and a copy of a RawEvent (about 0.1 us), not for formatting. record()
+/// takes arbitrary strings (one allocation); record_raw() takes a RawEvent.
+/// Both go through the same queue, so the files keep sequence order. If the
+/// writer falls behind by more than kMaxQueued events, newer events are
+/// dropped and counted; the next written batch starts with a DROPPED event.
+///
+/// Pinned (no copy or move). Every member function is thread-safe. The
+/// destructor writes what is queued and never throws.
 class InstructionLog {
  public:
-  /// Opens `<base_path>.<tag>.log` and `.jsonl` for appending; throws
-  /// gt::Error naming the path and the system's reason when one cannot be
-  /// opened.
+  /// Chunks of JSON lines (each ending in "\n") for the tap: STATS events
+  /// apart from all others, since the event stream publishes them under
+  /// their own topic.
+  struct TapChunk {
+    std::string events;
+    std::string stats;
+  };
+  using Tap = std::function<void(TapChunk&&)>;
+
+  /// Opens `<base_path>.<tag>.log` and `.jsonl` for appending, unless
+  /// `base_path` is empty (no files: a log for a tap only). Throws gt::Error
+  /// naming the path and the system's reason when one cannot be opened.
+  /// Records the CLOCK event first.
   InstructionLog(std::string component, const std::string& base_path);
   ~InstructionLog();
   InstructionLog(const InstructionLog&) = delete;
@@ -128,28 +179,49 @@ class InstructionLog {
   /// otherwise a log at that base path. Throws like the constructor.
   static std::unique_ptr<InstructionLog> from_env(std::string component);
 
+  /// Whether anything consumes events (files or a tap): hot paths test this
+  /// (one relaxed atomic load) before building an event.
+  bool enabled() const { return enabled_.load(std::memory_order_relaxed); }
+  bool has_files() const { return text_fd_ >= 0; }
+
   /// Appends one event stamped with the next sequence number and the time
   /// since construction.
   void record(std::string_view event, std::string_view kind, std::string_view op,
               std::string_view details);
+  /// Same for a hot-path event (Note [raw events]).
+  void record_raw(const RawEvent& e);
+  /// Records a CLOCK event: wall-clock time now, for aligning components.
+  void record_clock();
 
-  /// Writes the buffered lines; throws gt::Error if a write failed (now or
-  /// during an earlier automatic flush).
+  /// Sets (or, with an empty function, removes) the tap that receives every
+  /// formatted chunk from now on; setting one records a CLOCK event so the
+  /// stream can be aligned. The tap runs on the writer thread (or the thread
+  /// calling flush()) and must not call back into the log.
+  void set_tap(Tap tap);
+
+  /// Formats and writes everything queued; throws gt::Error if a write
+  /// failed (now or during an earlier automatic write).
   void flush();
 
   const std::string& component() const { return component_; }
   const std::string& text_path() const { return text_path_; }
   const std::string& json_path() const { return json_path_; }
+  /// Events lost because the writer fell behind.
+  uint64_t dropped() const;
 
-  /// Buffered bytes (both forms) that trigger a write.
-  static constexpr size_t kFlushBytes = 64 * 1024;
+  /// Queued events that wake the writer before its period ends.
+  static constexpr size_t kWakeQueued = 8192;
+  /// Queued events beyond which new ones are dropped.
+  static constexpr size_t kMaxQueued = size_t{1} << 20;
 
  private:
-  // Writes `text` and `json` to the files; called with write_mutex_ held.
-  void write_locked(const std::string& text, const std::string& json);
-  /// Takes both buffers (mutex_ held by `lock`, released here) and writes
-  /// them under write_mutex_.
-  void write_buffers(std::unique_lock<std::mutex>& lock);
+  struct Entry;
+  /// Appends a stamped entry (nullptr when full: counted as dropped); mutex_ held.
+  Entry* stamp_locked();
+  void writer_main();
+  /// Formats and writes the queue; one caller at a time (format_mutex_).
+  void drain();
+  void update_enabled();
 
   const std::string component_;
   std::string text_path_;
@@ -157,16 +229,23 @@ class InstructionLog {
   const std::chrono::steady_clock::time_point start_;
   int text_fd_ = -1;
   int json_fd_ = -1;
+  std::atomic<bool> enabled_{false};
 
-  std::mutex mutex_;
-  uint64_t next_seq_ = 0;   // guarded by mutex_
-  std::string text_buf_;    // guarded by mutex_
-  std::string json_buf_;    // guarded by mutex_
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  uint64_t next_seq_ = 0;          // guarded by mutex_
+  std::vector<Entry> queue_;       // guarded by mutex_
+  std::vector<Entry> spare_;       // guarded by mutex_: the other buffer (drain)
+  uint64_t dropped_ = 0;           // guarded by mutex_
+  uint64_t dropped_reported_ = 0;  // guarded by mutex_
+  bool stopping_ = false;          // guarded by mutex_
 
-  // Taken before mutex_ is released when buffers are handed over for
-  // writing, so chunks reach the files in sequence order.
-  std::mutex write_mutex_;
-  std::string write_error_;  // guarded by write_mutex_; first failure
+  std::mutex format_mutex_;  // one drain at a time, so batches stay in order
+  Tap tap_;                  // guarded by format_mutex_
+  std::string write_error_;  // guarded by format_mutex_; first failure
+  std::atomic<bool> has_tap_{false};
+
+  std::thread writer_;  // last: starts once everything above exists
 };
 
 }  // namespace gt

@@ -255,8 +255,10 @@ TEST_CASE("instruction log writes both files with monotonic sequence numbers",
   }
   const auto json = read_lines(json_path);
   const auto text = read_lines(text_path);
-  REQUIRE(json.size() == kThreads * kPerThread + 1);
+  REQUIRE(json.size() == kThreads * kPerThread + 2);  // the CLOCK event first
   REQUIRE(text.size() == json.size());
+  CHECK(parse_json(json[0])->event == "CLOCK");
+  CHECK(gt::detail_value(parse_json(json[0])->details, "unix_s"));
   std::map<int, int> last_i;
   double last_t = -1;
   for (size_t k = 0; k < json.size(); ++k) {
@@ -287,10 +289,12 @@ TEST_CASE("instruction log appends to existing files", "[instruction_log][unit]"
   { InstructionLog("CLIENT", base).record("SEND", "Batch", "", "n=1"); }
   { InstructionLog("CLIENT", base).record("SEND", "Batch", "", "n=2"); }
   const auto lines = read_lines(base + ".client.jsonl");
-  REQUIRE(lines.size() == 2);
-  CHECK(parse_json(lines[0])->details == "n=1");
-  CHECK(parse_json(lines[1])->details == "n=2");
-  CHECK(parse_json(lines[1])->seq == 0);  // sequence numbers are per log object
+  REQUIRE(lines.size() == 4);  // each run starts with its CLOCK event
+  CHECK(parse_json(lines[0])->event == "CLOCK");
+  CHECK(parse_json(lines[1])->details == "n=1");
+  CHECK(parse_json(lines[2])->event == "CLOCK");
+  CHECK(parse_json(lines[2])->seq == 0);  // sequence numbers are per log object
+  CHECK(parse_json(lines[3])->details == "n=2");
 }
 
 TEST_CASE("instruction log is off without GT_INSTRUCTION_LOG", "[instruction_log][unit]") {
@@ -333,6 +337,112 @@ TEST_CASE("instruction log record cost", "[instruction_log][.][bench]") {
       kRecords;
   WARN("instruction log: " << ns << " ns per record() (both forms, writes included)");
   CHECK(ns > 0);
+}
+
+TEST_CASE("instruction log record_raw cost on the recording thread", "[instruction_log][.][bench]") {
+  TempDir dir;
+  InstructionLog log("WORKER 0", (dir.path / "bench").string());
+  constexpr int kRecords = 200000;
+  gt::RawEvent e;
+  e.event = "EXEC";
+  e.kind = "Op";
+  e.op = "matmul";
+  e.session = 3;
+  e.n_in = 2;
+  e.in[0] = 1232;
+  e.in[1] = 1233;
+  e.n_out = 1;
+  e.out[0] = 1234;
+  e.ndim = 2;
+  e.shape[0] = e.shape[1] = 64;
+  e.dur_ns = 12345;
+  // Bursts at the rate of a busy worker (~400k events/s), so the writer
+  // keeps up as it does in a real run; only the recording loops are timed.
+  double recording_ns = 0;
+  constexpr int kBurst = 10000;
+  for (int b = 0; b < kRecords / kBurst; ++b) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < kBurst; ++i) log.record_raw(e);
+    recording_ns +=
+        std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  const double ns = recording_ns / kRecords;
+  const auto f0 = std::chrono::steady_clock::now();
+  log.flush();
+  const double format_ns =
+      std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - f0).count() /
+      kRecords;
+  WARN("instruction log: " << ns << " ns per record_raw() on the caller, " << format_ns
+                           << " ns per event left to format and write at flush");
+  CHECK(ns > 0);
+}
+
+TEST_CASE("instruction log raw events format their details", "[instruction_log][unit]") {
+  gt::RawEvent e;
+  e.event = "EXEC";
+  e.kind = "Op";
+  e.op = "cat";
+  e.session = 7;
+  e.n_in = 6;
+  for (int i = 0; i < 4; ++i) e.in[i] = 10 + i;
+  e.n_out = 1;
+  e.out[0] = 99;
+  e.ndim = 0;
+  e.dur_ns = 1234567;
+  CHECK(gt::raw_details(e) == "session=7 in=10,11,12,13,... out=99 shape=[] dur_us=1234.567");
+  gt::RawEvent b;
+  b.n = 120;
+  b.bytes = 4096;
+  b.worker = 0;
+  b.req = 5;
+  b.dur_ns = 7;
+  CHECK(gt::raw_details(b) == "n=120 bytes=4096 req=5 worker=0 dur_us=0.007");
+  CHECK(gt::raw_details(gt::RawEvent{}).empty());
+}
+
+TEST_CASE("instruction log tap gets JSON chunks with stats apart", "[instruction_log][unit]") {
+  InstructionLog log("WORKER 1", "");  // no files: a tap only
+  CHECK_FALSE(log.has_files());
+  CHECK_FALSE(log.enabled());
+  std::mutex m;
+  std::string events, stats;
+  log.set_tap([&](InstructionLog::TapChunk&& c) {
+    std::lock_guard lock(m);
+    events += c.events;
+    stats += c.stats;
+  });
+  CHECK(log.enabled());
+  gt::RawEvent e;
+  e.event = "EXEC";
+  e.kind = "Op";
+  e.op = "add";
+  e.dur_ns = 1000;
+  log.record_raw(e);
+  log.record("STATS", "Worker", "", "device=cpu busy=0.5");
+  log.flush();
+  std::lock_guard lock(m);
+  std::vector<gt::LogEvent> got;
+  size_t pos = 0;
+  while (pos < events.size()) {
+    const size_t nl = events.find('\n', pos);
+    REQUIRE(nl != std::string::npos);
+    auto ev = parse_json(std::string_view(events).substr(pos, nl - pos));
+    REQUIRE(ev);
+    got.push_back(*ev);
+    pos = nl + 1;
+  }
+  // set_tap records a CLOCK (the constructor's may come too if not yet written).
+  REQUIRE(got.size() >= 2);
+  CHECK(got.front().event == "CLOCK");
+  CHECK(got.back().event == "EXEC");
+  CHECK(got.back().details == "dur_us=1.000");
+  auto st = parse_json(std::string_view(stats).substr(0, stats.size() - 1));
+  REQUIRE(st);
+  CHECK(st->details == "device=cpu busy=0.5");
+  CHECK(st->seq > got.back().seq);
+  log.set_tap({});
+  CHECK_FALSE(log.enabled());
 }
 
 TEST_CASE("instruction log details split into key=value fields", "[instruction_log][unit]") {
