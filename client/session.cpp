@@ -84,6 +84,12 @@ Session::Session(SessionOptions options)
   if (wake_fd_ < 0) {
     throw Error(detail::cat("[client] eventfd failed: ", std::strerror(errno)));
   }
+  // One file pair per client process (several programs may share a base
+  // path); the component stays CLIENT, the CLOCK event carries the pid.
+  if (auto base = env_string("GT_INSTRUCTION_LOG")) {
+    ilog_ = std::make_unique<InstructionLog>("CLIENT", *base,
+                                             "client-" + std::to_string(::getpid()));
+  }
 }
 
 std::shared_ptr<Session> Session::start(SessionOptions options) {
@@ -165,11 +171,23 @@ uint64_t Session::register_waiter(Waiter& w) {
   return request;
 }
 
-void Session::wait(Waiter& w) {
-  // The IO thread completes every waiter: with the reply, or with an error when
-  // the dispatcher goes silent for heartbeat_timeout or the session closes.
-  std::unique_lock lock(wait_mutex_);
-  wait_cv_.wait(lock, [&] { return w.done; });
+void Session::wait(Waiter& w, std::string_view kind, uint64_t request) {
+  const auto start = Clock::now();
+  {
+    // The IO thread completes every waiter: with the reply, or with an error
+    // when the dispatcher goes silent for heartbeat_timeout or the session closes.
+    std::unique_lock lock(wait_mutex_);
+    wait_cv_.wait(lock, [&] { return w.done; });
+  }
+  if (ilog_) {
+    RawEvent e;
+    e.event = "WAIT";
+    e.kind = kind;
+    e.session = session_id_;
+    e.req = request;
+    e.dur_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+    ilog_->record_raw(e);
+  }
 }
 
 void Session::throw_remote(std::vector<wire::FailureInfo> errors) {
@@ -193,7 +211,7 @@ FetchResult Session::fetch(wire::TensorId id) {
   check_usable();
   queue_.push_and_seal(std::move(in));
   wake();
-  wait(w);
+  wait(w, "Fetch", request);
   if (w.error) std::rethrow_exception(w.error);
   if (w.failure) {
     {
@@ -222,7 +240,7 @@ void Session::synchronize() {
   check_usable();
   queue_.push_and_seal(std::move(in));
   wake();
-  wait(w);
+  wait(w, "Sync", request);
   if (w.error) std::rethrow_exception(w.error);
   std::vector<wire::FailureInfo> errors;
   {
@@ -246,7 +264,7 @@ std::vector<wire::WorkerStatsInfo> Session::worker_stats() {
   check_usable();
   queue_.push_stats_request(request);
   wake();
-  wait(w);
+  wait(w, "Stats", request);
   if (w.error) std::rethrow_exception(w.error);
   if (w.failure) wire::throw_failure(*w.failure);
   return std::move(w.worker_stats);
@@ -514,6 +532,16 @@ void Session::send_sealed() {
     frames.reserve(1 + batch.payloads.size());
     frames.push_back(wire::encode_batch(session_id_, ++batch_seq_, batch.instrs));
     for (auto& p : batch.payloads) frames.push_back(std::move(p));
+    if (ilog_) {
+      RawEvent e;
+      e.event = "SEND";
+      e.kind = "Batch";
+      e.session = session_id_;
+      e.n = static_cast<int64_t>(batch.instrs.size());
+      e.bytes = 0;
+      for (const auto& f : frames) e.bytes += static_cast<int64_t>(f.size());
+      ilog_->record_raw(e);
+    }
     batches_sent_.fetch_add(1, std::memory_order_relaxed);
     instructions_sent_.fetch_add(batch.instrs.size(), std::memory_order_relaxed);
     SPDLOG_LOGGER_TRACE(log_, "[client] batch seq={} instructions={} frames={}", batch_seq_,
@@ -546,7 +574,24 @@ void Session::handle(std::vector<zmq::message_t>& frames) {
     msg = wire::decode(frames.front());
   } catch (const ProtocolError& e) {
     log_->warn("[client] dropped a malformed message from {}: {}", endpoint_, e.what());
+    if (ilog_) ilog_->record("ERROR", "Malformed", "", std::string("what=") + e.what());
     return;
+  }
+  if (ilog_ && msg->body_type() != wire::Body::Heartbeat) {
+    RawEvent e;
+    e.event = "RECV";
+    e.kind = wire::body_name(msg->body_type());
+    e.session = session_id_;
+    switch (msg->body_type()) {
+      case wire::Body::FetchReply: e.req = msg->body_as_FetchReply()->request(); break;
+      case wire::Body::SyncReply: e.req = msg->body_as_SyncReply()->request(); break;
+      case wire::Body::ErrorReply: e.req = msg->body_as_ErrorReply()->request(); break;
+      case wire::Body::StatsReply: e.req = msg->body_as_StatsReply()->request(); break;
+      default: break;
+    }
+    e.bytes = 0;
+    for (const auto& f : frames) e.bytes += static_cast<int64_t>(f.size());
+    ilog_->record_raw(e);
   }
   switch (msg->body_type()) {
     case wire::Body::Heartbeat:

@@ -604,85 +604,138 @@ int write_all(int fd, const std::string& data) {
 
 }  // namespace
 
+
 namespace {
 
-void append_uint(std::string& out, uint64_t v) {
-  char buf[24];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, r.ptr);
-}
-
-void append_int(std::string& out, int64_t v) {
-  char buf[24];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, r.ptr);
-}
-
-void append_key(std::string& out, std::string_view key) {
-  if (!out.empty()) out += ' ';
-  out += key;
-  out += '=';
-}
-
-void append_ids(std::string& out, std::string_view key, const uint64_t* ids, int total, int max) {
-  append_key(out, key);
-  const int kept = std::min(total, max);
-  for (int i = 0; i < kept; ++i) {
-    if (i > 0) out += ',';
-    append_uint(out, ids[i]);
+// ---- the writer's fast path for raw events (Note [raw events]) -------------
+// A raw event's strings are literals and op-table names (plain ASCII: no
+// escaping needed) and its details are digits and keys, so both lines are
+// built in a stack buffer with raw pointer writes; std::string appends cost
+// several times more per event. Elapsed time comes from integer nanoseconds:
+// the text form rounds to milliseconds, the JSON form writes the exact
+// decimal (at most 9 fraction digits, trailing zeros dropped), which reads
+// back as the nearest double.
+class LineWriter {
+ public:
+  explicit LineWriter(char* buf) : p_(buf) {}
+  char* end() const { return p_; }
+  void put(char c) { *p_++ = c; }
+  void put(std::string_view s) {
+    std::memcpy(p_, s.data(), s.size());
+    p_ += s.size();
   }
-  if (total > kept) out += ",...";
+  void put_uint(uint64_t v) { p_ = std::to_chars(p_, p_ + 20, v).ptr; }
+  void put_int(int64_t v) { p_ = std::to_chars(p_, p_ + 21, v).ptr; }
+  void pad_to(const char* start, size_t width) {
+    while (static_cast<size_t>(p_ - start) < width) *p_++ = ' ';
+  }
+  // "%0*llu": at least `width` digits.
+  void put_uint_padded(uint64_t v, int width) {
+    char digits[20];
+    const int n = static_cast<int>(std::to_chars(digits, digits + 20, v).ptr - digits);
+    for (int i = n; i < width; ++i) *p_++ = '0';
+    std::memcpy(p_, digits, static_cast<size_t>(n));
+    p_ += n;
+  }
+  // Whole seconds, then `decimals` digits of the fraction of `ns` (rounded);
+  // `trim` drops trailing zeros (and the point when nothing is left).
+  void put_seconds(int64_t ns, int decimals, bool trim) {
+    static constexpr int64_t kPow10[] = {1,      10,      100,      1000,      10000,
+                                         100000, 1000000, 10000000, 100000000, 1000000000};
+    const int64_t unit = kPow10[9 - decimals];
+    const int64_t scaled = (ns + unit / 2) / unit;
+    const int64_t whole = scaled / kPow10[decimals];
+    int64_t frac = scaled % kPow10[decimals];
+    put_int(whole);
+    int digits = decimals;
+    if (trim) {
+      while (digits > 0 && frac % 10 == 0) {
+        frac /= 10;
+        --digits;
+      }
+      if (digits == 0) return;
+    }
+    put('.');
+    put_uint_padded(static_cast<uint64_t>(frac), digits);
+  }
+
+ private:
+  char* p_;
+};
+
+void put_raw_details(LineWriter& w, const RawEvent& e) {
+  const char* start = w.end();
+  auto key = [&](std::string_view k) {
+    if (w.end() != start) w.put(' ');
+    w.put(k);
+    w.put('=');
+  };
+  auto ids = [&](std::string_view k, const uint64_t* v, int total, int max) {
+    key(k);
+    const int kept = std::min(total, max);
+    for (int i = 0; i < kept; ++i) {
+      if (i > 0) w.put(',');
+      w.put_uint(v[i]);
+    }
+    if (total > kept) w.put(",...");
+  };
+  if (e.session != 0) {
+    key("session");
+    w.put_uint(e.session);
+  }
+  if (e.n_in > 0) ids("in", e.in, e.n_in, RawEvent::kMaxIds);
+  if (e.n_out > 0) ids("out", e.out, e.n_out, RawEvent::kMaxOutIds);
+  if (e.ndim >= 0) {
+    key("shape");
+    w.put('[');
+    const int kept = std::min<int>(e.ndim, RawEvent::kMaxDims);
+    for (int i = 0; i < kept; ++i) {
+      if (i > 0) w.put(',');
+      w.put_int(e.shape[i]);
+    }
+    if (e.ndim > kept) w.put(",...");
+    w.put(']');
+  }
+  if (e.n >= 0) {
+    key("n");
+    w.put_int(e.n);
+  }
+  if (e.bytes >= 0) {
+    key("bytes");
+    w.put_int(e.bytes);
+  }
+  if (e.req != 0) {
+    key("req");
+    w.put_uint(e.req);
+  }
+  if (e.worker >= 0) {
+    key("worker");
+    w.put_int(e.worker);
+  }
+  if (e.dur_ns >= 0) {
+    key("dur_us");
+    w.put_int(e.dur_ns / 1000);
+    w.put('.');
+    w.put_uint_padded(static_cast<uint64_t>(e.dur_ns % 1000), 3);
+  }
 }
+
+// Longest details put_raw_details writes (about 450 bytes), with room to spare.
+constexpr size_t kMaxRawDetails = 640;
 
 }  // namespace
 
 std::string raw_details(const RawEvent& e) {
   std::string out;
-  out.reserve(96);
-  if (e.session != 0) {
-    append_key(out, "session");
-    append_uint(out, e.session);
-  }
-  if (e.n_in > 0) append_ids(out, "in", e.in, e.n_in, RawEvent::kMaxIds);
-  if (e.n_out > 0) append_ids(out, "out", e.out, e.n_out, RawEvent::kMaxOutIds);
-  if (e.ndim >= 0) {
-    append_key(out, "shape");
-    out += '[';
-    const int kept = std::min<int>(e.ndim, RawEvent::kMaxDims);
-    for (int i = 0; i < kept; ++i) {
-      if (i > 0) out += ',';
-      append_int(out, e.shape[i]);
-    }
-    if (e.ndim > kept) out += ",...";
-    out += ']';
-  }
-  if (e.n >= 0) {
-    append_key(out, "n");
-    append_int(out, e.n);
-  }
-  if (e.bytes >= 0) {
-    append_key(out, "bytes");
-    append_int(out, e.bytes);
-  }
-  if (e.req != 0) {
-    append_key(out, "req");
-    append_uint(out, e.req);
-  }
-  if (e.worker >= 0) {
-    append_key(out, "worker");
-    append_int(out, e.worker);
-  }
-  if (e.dur_ns >= 0) {
-    // Microseconds with 3 decimals, from integers (no floating-point printf).
-    append_key(out, "dur_us");
-    append_int(out, e.dur_ns / 1000);
-    out += '.';
-    const int64_t frac = e.dur_ns % 1000;
-    out += static_cast<char>('0' + frac / 100);
-    out += static_cast<char>('0' + frac / 10 % 10);
-    out += static_cast<char>('0' + frac % 10);
-  }
+  append_raw_details(out, e);
   return out;
+}
+
+void append_raw_details(std::string& out, const RawEvent& e) {
+  char buf[kMaxRawDetails];
+  LineWriter w(buf);
+  put_raw_details(w, e);
+  out.append(buf, w.end());
 }
 
 struct InstructionLog::Entry {
@@ -692,10 +745,11 @@ struct InstructionLog::Entry {
   std::unique_ptr<LogEvent> owned;  // record(): strings copied
 };
 
-InstructionLog::InstructionLog(std::string component, const std::string& base_path)
+InstructionLog::InstructionLog(std::string component, const std::string& base_path,
+                               const std::string& file_tag)
     : component_(std::move(component)), start_(std::chrono::steady_clock::now()) {
   if (!base_path.empty()) {
-    const std::string tag = instruction_log_file_tag(component_);
+    const std::string tag = file_tag.empty() ? instruction_log_file_tag(component_) : file_tag;
     text_path_ = base_path + "." + tag + ".log";
     json_path_ = base_path + "." + tag + ".jsonl";
     text_fd_ = open_for_append(text_path_);
@@ -706,6 +760,12 @@ InstructionLog::InstructionLog(std::string component, const std::string& base_pa
       throw;
     }
   }
+  // The component as the raw-event lines write it: escaped (and padded) once.
+  append_text_escaped(text_component_, component_);
+  if (text_component_.size() < kComponentWidth) {
+    text_component_.append(kComponentWidth - text_component_.size(), ' ');
+  }
+  append_json_string(json_component_, component_);
   queue_.reserve(1024);
   spare_.reserve(1024);
   update_enabled();
@@ -739,12 +799,13 @@ void InstructionLog::update_enabled() {
   enabled_.store(text_fd_ >= 0 || has_tap_.load(), std::memory_order_relaxed);
 }
 
-InstructionLog::Entry* InstructionLog::stamp_locked() {
+InstructionLog::Entry* InstructionLog::stamp_locked(std::chrono::steady_clock::time_point now) {
   if (queue_.size() >= kMaxQueued) {
     ++dropped_;
     return nullptr;
   }
-  const auto now = std::chrono::steady_clock::now();
+  now = std::max(now, last_stamp_);
+  last_stamp_ = now;
   if (dropped_ > dropped_reported_) {
     // The writer caught up: say how many were lost, in sequence.
     Entry& d = queue_.emplace_back();
@@ -774,17 +835,21 @@ void InstructionLog::record(std::string_view event, std::string_view kind, std::
   bool wake = false;
   {
     std::lock_guard lock(mutex_);
-    if (Entry* e = stamp_locked()) e->owned = std::move(owned);
+    if (Entry* e = stamp_locked(std::chrono::steady_clock::now())) e->owned = std::move(owned);
     wake = queue_.size() == kWakeQueued;
   }
   if (wake) wake_.notify_one();
 }
 
 void InstructionLog::record_raw(const RawEvent& raw) {
+  record_raw(raw, std::chrono::steady_clock::now());
+}
+
+void InstructionLog::record_raw(const RawEvent& raw, std::chrono::steady_clock::time_point at) {
   bool wake = false;
   {
     std::lock_guard lock(mutex_);
-    if (Entry* e = stamp_locked()) e->raw = raw;
+    if (Entry* e = stamp_locked(at)) e->raw = raw;
     wake = queue_.size() == kWakeQueued;
   }
   if (wake) wake_.notify_one();
@@ -842,53 +907,111 @@ void InstructionLog::drain() {
     batch.swap(queue_);
   }
   const bool files = text_fd_ >= 0;
-  std::string text, json;
+  // Buffers keep their capacity between drains (warm memory, no page faults).
+  std::string& text = text_out_;
+  std::string& json = json_out_;
   TapChunk chunk;
-  LogEvent ev;
-  ev.component = component_;
-  auto emit = [&](const LogEvent& e) {
-    if (files) {
-      append_text(text, e.elapsed_s, e.seq, e.event, e.component, e.kind, e.op, e.details);
-      text += '\n';
-    }
-    const size_t json_start = json.size();
-    append_json(json, e.elapsed_s, e.seq, e.event, e.component, e.kind, e.op, e.details);
-    json += '\n';
-    if (tap_) (e.event == "STATS" ? chunk.stats : chunk.events).append(json, json_start);
-  };
-  for (Entry& e : batch) {
-    ev.elapsed_s = std::chrono::duration<double>(e.time - start_).count();
-    ev.seq = e.seq;
-    if (e.owned) {
-      ev.event = std::move(e.owned->event);
-      ev.kind = std::move(e.owned->kind);
-      ev.op = std::move(e.owned->op);
-      ev.details = std::move(e.owned->details);
-    } else {
-      ev.event.assign(e.raw.event);
-      ev.kind.assign(e.raw.kind);
-      ev.op.assign(e.raw.op);
-      ev.details = raw_details(e.raw);
-    }
-    emit(ev);
-  }
-  if (files && write_error_.empty()) {
-    const std::pair<int, const std::string*> targets[] = {{text_fd_, &text_path_},
-                                                          {json_fd_, &json_path_}};
-    const std::string* data[] = {&text, &json};
-    for (int k = 0; k < 2; ++k) {
-      if (const int err = write_all(targets[k].first, *data[k])) {
-        write_error_ = "[instruction_log.flush] cannot write '" + *targets[k].second +
-                       "': " + std::system_category().message(err) +
-                       "; later events of this log are dropped";
-        break;
+  auto write_files = [&] {
+    if (files && write_error_.empty()) {
+      const std::pair<int, const std::string*> targets[] = {{text_fd_, &text_path_},
+                                                            {json_fd_, &json_path_}};
+      const std::string* data[] = {&text, &json};
+      for (int k = 0; k < 2; ++k) {
+        if (const int err = write_all(targets[k].first, *data[k])) {
+          write_error_ = "[instruction_log.flush] cannot write '" + *targets[k].second +
+                         "': " + std::system_category().message(err) +
+                         "; later events of this log are dropped";
+          break;
+        }
       }
     }
+    text.clear();
+    json.clear();
+  };
+  for (Entry& e : batch) {
+    const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(e.time - start_).count();
+    const size_t json_start = json.size();
+    if (e.owned) {
+      const double elapsed_s = static_cast<double>(ns) * 1e-9;
+      const LogEvent& o = *e.owned;
+      if (files) {
+        append_text(text, elapsed_s, e.seq, o.event, component_, o.kind, o.op, o.details);
+        text += '\n';
+      }
+      append_json(json, elapsed_s, e.seq, o.event, component_, o.kind, o.op, o.details);
+      json += '\n';
+    } else {
+      append_raw_lines(files ? &text : nullptr, json, ns, e.seq, e.raw);
+    }
+    if (tap_) {
+      const std::string_view event = e.owned ? std::string_view(e.owned->event) : e.raw.event;
+      (event == "STATS" ? chunk.stats : chunk.events).append(json, json_start);
+    }
+    if (json.size() >= kWriteBytes) write_files();
   }
+  write_files();
   if (tap_ && (!chunk.events.empty() || !chunk.stats.empty())) tap_(std::move(chunk));
   batch.clear();
   std::lock_guard lock(mutex_);
   if (batch.capacity() > spare_.capacity()) spare_.swap(batch);
+}
+
+void InstructionLog::append_raw_lines(std::string* text, std::string& json, int64_t ns,
+                                      uint64_t seq, const RawEvent& e) {
+  char details[kMaxRawDetails];
+  LineWriter d(details);
+  put_raw_details(d, e);
+  const std::string_view det(details, static_cast<size_t>(d.end() - details));
+  char line[kMaxRawDetails + 256];
+  if (text) {
+    LineWriter w(line);
+    char num[32];
+    LineWriter n(num);
+    n.put_seconds(ns, 3, false);
+    for (auto len = n.end() - num; len < 7; ++len) w.put(' ');
+    w.put(std::string_view(num, static_cast<size_t>(n.end() - num)));
+    w.put("s | #");
+    w.put_uint_padded(seq, 4);
+    w.put(kSep);
+    char* field = w.end();
+    w.put(e.event);
+    w.pad_to(field, kEventWidth);
+    w.put(kSep);
+    w.put(text_component_);
+    w.put(kSep);
+    field = w.end();
+    w.put(e.kind);
+    if (!e.op.empty()) {
+      w.put('/');
+      w.put(e.op);
+    }
+    if (det.empty()) {
+      w.put('\n');
+    } else {
+      w.pad_to(field, kWhatWidth);
+      w.put(kSep);
+      w.put(det);
+      w.put('\n');
+    }
+    text->append(line, w.end());
+  }
+  LineWriter w(line);
+  w.put("{\"elapsed_s\":");
+  w.put_seconds(ns, 9, true);
+  w.put(",\"seq\":");
+  w.put_uint(seq);
+  w.put(",\"event\":\"");
+  w.put(e.event);
+  w.put("\",\"component\":");
+  w.put(json_component_);
+  w.put(",\"kind\":\"");
+  w.put(e.kind);
+  w.put("\",\"op\":\"");
+  w.put(e.op);
+  w.put("\",\"details\":\"");
+  w.put(det);
+  w.put("\"}\n");
+  json.append(line, w.end());
 }
 
 void InstructionLog::flush() {

@@ -113,6 +113,8 @@ std::string instruction_log_file_tag(std::string_view component);
 /// table names). Fields left at their "none" value are not printed; the
 /// others become the details `session= in= out= shape= n= bytes= req=
 /// worker= dur_us=` in that order (docs/instruction_log.md, "Events").
+/// `event`, `kind` and `op` are written without escaping: plain ASCII
+/// without quotes, backslashes or control characters.
 struct RawEvent {
   static constexpr int kMaxIds = 4;
   static constexpr int kMaxOutIds = 2;
@@ -136,6 +138,8 @@ struct RawEvent {
 
 /// The details text of a raw event.
 std::string raw_details(const RawEvent& e);
+/// Same, appended to `out`.
+void append_raw_details(std::string& out, const RawEvent& e);
 
 /// Writes one component's instruction log (Note [instruction log format]),
 /// to files, to a tap (the event stream, Note [event stream] in
@@ -167,8 +171,10 @@ class InstructionLog {
   /// Opens `<base_path>.<tag>.log` and `.jsonl` for appending, unless
   /// `base_path` is empty (no files: a log for a tap only). Throws gt::Error
   /// naming the path and the system's reason when one cannot be opened.
-  /// Records the CLOCK event first.
-  InstructionLog(std::string component, const std::string& base_path);
+  /// Records the CLOCK event first. `file_tag` replaces the component's part
+  /// of the file names (default: instruction_log_file_tag(component)).
+  InstructionLog(std::string component, const std::string& base_path,
+                 const std::string& file_tag = "");
   ~InstructionLog();
   InstructionLog(const InstructionLog&) = delete;
   InstructionLog& operator=(const InstructionLog&) = delete;
@@ -190,6 +196,10 @@ class InstructionLog {
               std::string_view details);
   /// Same for a hot-path event (Note [raw events]).
   void record_raw(const RawEvent& e);
+  /// Same, stamped `at` (a time the caller read anyway, e.g. the end of the
+  /// instruction), or the latest stamp so far if that is later, so times
+  /// still never decrease along the file.
+  void record_raw(const RawEvent& e, std::chrono::steady_clock::time_point at);
   /// Records a CLOCK event: wall-clock time now, for aligning components.
   void record_clock();
 
@@ -217,10 +227,13 @@ class InstructionLog {
  private:
   struct Entry;
   /// Appends a stamped entry (nullptr when full: counted as dropped); mutex_ held.
-  Entry* stamp_locked();
+  Entry* stamp_locked(std::chrono::steady_clock::time_point now);
   void writer_main();
   /// Formats and writes the queue; one caller at a time (format_mutex_).
   void drain();
+  /// The text (when `text` is set) and JSON lines of a raw event; format_mutex_ held.
+  void append_raw_lines(std::string* text, std::string& json, int64_t ns, uint64_t seq,
+                        const RawEvent& e);
   void update_enabled();
 
   const std::string component_;
@@ -234,6 +247,7 @@ class InstructionLog {
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   uint64_t next_seq_ = 0;          // guarded by mutex_
+  std::chrono::steady_clock::time_point last_stamp_;  // guarded by mutex_
   std::vector<Entry> queue_;       // guarded by mutex_
   std::vector<Entry> spare_;       // guarded by mutex_: the other buffer (drain)
   uint64_t dropped_ = 0;           // guarded by mutex_
@@ -243,6 +257,10 @@ class InstructionLog {
   std::mutex format_mutex_;  // one drain at a time, so batches stay in order
   Tap tap_;                  // guarded by format_mutex_
   std::string write_error_;  // guarded by format_mutex_; first failure
+  // Guarded by format_mutex_: drain()'s buffers, kept between drains.
+  std::string text_out_, json_out_;
+  std::string text_component_, json_component_;  // set by the constructor
+  static constexpr size_t kWriteBytes = 1 << 20;  // written in chunks of about this
   std::atomic<bool> has_tap_{false};
 
   std::thread writer_;  // last: starts once everything above exists

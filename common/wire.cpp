@@ -101,9 +101,23 @@ zmq::message_t encode_hello(Role role, std::string_view device, uint64_t capacit
   return wrap(fbb, 0, CreateHello(fbb, version, role, dev, capacity_bytes, pid, nm, min_workers));
 }
 
-zmq::message_t encode_welcome(uint64_t session, int worker, uint32_t workers) {
+zmq::message_t encode_welcome(uint64_t session, int worker, uint32_t workers,
+                              std::string_view events) {
   flatbuffers::FlatBufferBuilder fbb(128);
-  return wrap(fbb, session, CreateWelcome(fbb, kProtocolVersion, session, worker, workers));
+  auto ev = fbb.CreateString(events.data(), events.size());
+  return wrap(fbb, session, CreateWelcome(fbb, kProtocolVersion, session, worker, workers, ev));
+}
+
+zmq::message_t encode_trace_control(bool events, bool stats) {
+  flatbuffers::FlatBufferBuilder fbb(64);
+  return wrap(fbb, 0, CreateTraceControl(fbb, events, stats));
+}
+
+zmq::message_t encode_trace_events(std::string_view events, std::string_view stats) {
+  flatbuffers::FlatBufferBuilder fbb(64 + events.size() + stats.size());
+  auto ev = fbb.CreateString(events.data(), events.size());
+  auto st = fbb.CreateString(stats.data(), stats.size());
+  return wrap(fbb, 0, CreateTraceEvents(fbb, ev, st));
 }
 
 zmq::message_t encode_batch(uint64_t session, uint64_t seq, std::span<const Instr> instrs) {

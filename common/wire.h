@@ -20,7 +20,7 @@
 namespace gt::wire {
 
 /// Bumped whenever a message, field, op code or status changes meaning.
-inline constexpr uint32_t kProtocolVersion = 3;
+inline constexpr uint32_t kProtocolVersion = 4;
 static_assert(kNumOps == 81, "op table changed: bump kProtocolVersion, update docs/protocol.md");
 static_assert(kNumStatus == 14, "status codes changed: bump kProtocolVersion, update docs/errors.md");
 
@@ -92,7 +92,8 @@ std::string_view body_name(Body b);
 zmq::message_t encode_hello(Role role, std::string_view device, uint64_t capacity_bytes,
                             int64_t pid, std::string_view name, uint32_t min_workers,
                             uint32_t version = kProtocolVersion);
-zmq::message_t encode_welcome(uint64_t session, int worker, uint32_t workers);
+zmq::message_t encode_welcome(uint64_t session, int worker, uint32_t workers,
+                              std::string_view events = {});
 zmq::message_t encode_batch(uint64_t session, uint64_t seq, std::span<const Instr> instrs);
 zmq::message_t encode_fetch_reply(uint64_t session, uint64_t request, TensorId tensor,
                                   DType dtype, std::span<const int64_t> shape);
@@ -102,6 +103,8 @@ zmq::message_t encode_error_reply(uint64_t session, uint64_t request, const Fail
 zmq::message_t encode_heartbeat(uint64_t session);
 zmq::message_t encode_bye(uint64_t session);
 zmq::message_t encode_stats_request(uint64_t session, uint64_t request);
+zmq::message_t encode_trace_control(bool events, bool stats);
+zmq::message_t encode_trace_events(std::string_view events, std::string_view stats);
 zmq::message_t encode_stats_reply(uint64_t session, uint64_t request,
                                   std::span<const WorkerStatsInfo> workers);
 

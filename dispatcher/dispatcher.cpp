@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -12,6 +14,7 @@
 
 #include "common/dtype_rules.h"
 #include "common/env.h"
+#include "common/instruction_log.h"
 #include "common/logging.h"
 #include "common/op_table.h"
 #include "common/transport.h"
@@ -78,6 +81,9 @@ struct PendingHello {
 };
 
 enum class PeerRole { Client, Worker };
+
+// STATS events while a monitor subscribes (Note [event stream]).
+constexpr int64_t kStatsPeriodMs = 250;
 struct Peer {
   PeerRole role;
   uint64_t id;  // session id or worker index
@@ -95,7 +101,23 @@ struct Dispatcher::State {
   std::atomic<bool> stopping{false};
   DispatcherStats stats;
 
+  // Note [event stream]
+  zmq::socket_t events_pub{context, zmq::socket_type::xpub};
+  std::string events_endpoint;
+  // The dispatcher's own instruction log: files with GT_INSTRUCTION_LOG, and
+  // a tap while someone subscribes. Its writer thread hands chunks over here;
+  // run() publishes them (the socket is run()'s). ilog comes after what its
+  // tap uses, so it is destroyed (and drained) first.
+  std::mutex tap_mutex;
+  std::vector<InstructionLog::TapChunk> tap_chunks;  // guarded by tap_mutex
+  std::unique_ptr<InstructionLog> ilog;
+
   // run() thread only below this line.
+  std::set<std::string> subscriptions;  // topic prefixes someone subscribes to
+  bool want_events = false;             // someone gets the "events" topic
+  bool want_stats = false;              // someone gets the "stats" topic
+  bool log_events = false;              // files or want_events: record events
+  int64_t next_stats_ms = 0;
   std::unordered_map<std::string, Peer> peers;
   std::vector<WorkerEntry> workers;
   std::unordered_map<uint64_t, Session> sessions;
@@ -117,6 +139,20 @@ struct Dispatcher::State {
   void lose_worker(int index, const std::string& why);
   void fail_request(Session& s, uint64_t request, const wire::FailureInfo& f);
   void check_timers();
+  void on_subscription();
+  void bind_events();
+  void publish(std::string_view topic, std::string_view payload);
+  void publish_tap_chunks();
+  void send_trace_control(const WorkerEntry& w);
+  void record_stats();
+  /// A hot-path event (Note [raw events]) when events are recorded.
+  void event(const RawEvent& e) {
+    if (log_events) ilog->record_raw(e);
+  }
+  /// A rare event with free-text details.
+  void event(std::string_view name, std::string_view kind, const std::string& details) {
+    if (log_events) ilog->record(name, kind, "", details);
+  }
   int alive_workers() const;
   int place_session() const;
 
@@ -149,6 +185,10 @@ Dispatcher::Dispatcher(DispatcherOptions options) : state_(std::make_unique<Stat
   }
   s.endpoint = s.router.get(zmq::sockopt::last_endpoint);
   s.log->info("listening endpoint={}", s.endpoint);
+  s.ilog = InstructionLog::from_env("DISPATCHER");
+  if (!s.ilog) s.ilog = std::make_unique<InstructionLog>("DISPATCHER", "");
+  s.log_events = s.ilog->has_files();
+  s.bind_events();
   if (!s.options.endpoint_file.empty()) {
     // Written whole under a temporary name, then renamed: readers never see a
     // partial endpoint.
@@ -164,6 +204,7 @@ Dispatcher::Dispatcher(DispatcherOptions options) : state_(std::make_unique<Stat
 Dispatcher::~Dispatcher() = default;
 
 const std::string& Dispatcher::endpoint() const { return state_->endpoint; }
+const std::string& Dispatcher::events_endpoint() const { return state_->events_endpoint; }
 const DispatcherStats& Dispatcher::stats() const { return state_->stats; }
 void Dispatcher::stop() { state_->stopping.store(true); }
 
@@ -172,13 +213,16 @@ void Dispatcher::run() {
   const auto tick = std::chrono::milliseconds(
       std::clamp<int64_t>(s.env.heartbeat_interval_ms / 2, 5, 100));
   while (!s.stopping.load(std::memory_order_relaxed)) {
-    zmq::pollitem_t items[] = {{s.router.handle(), 0, ZMQ_POLLIN, 0}};
+    zmq::pollitem_t items[] = {{s.router.handle(), 0, ZMQ_POLLIN, 0},
+                               {s.events_pub.handle(), 0, ZMQ_POLLIN, 0}};
+    const int n_items = s.events_endpoint.empty() ? 1 : 2;
     try {
-      zmq::poll(items, 1, tick);
+      zmq::poll(items, n_items, tick);
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       throw;
     }
+    if (n_items == 2 && (items[1].revents & ZMQ_POLLIN)) s.on_subscription();
     // Drain what is queued, bounded so timers still run under load.
     for (int i = 0; i < 4096; ++i) {
       std::optional<Frames> frames;
@@ -198,6 +242,7 @@ void Dispatcher::run() {
       }
     }
     s.check_timers();
+    s.publish_tap_chunks();
   }
   // Tell workers that every session is over so they free memory.
   for (auto& [id, session] : s.sessions) {
@@ -206,6 +251,147 @@ void Dispatcher::run() {
     }
   }
   s.log->info("stopped endpoint={}", s.endpoint);
+}
+
+// Note [event stream]
+// The dispatcher binds an XPUB socket (DispatcherOptions::events) and tells
+// every Hello its endpoint in the Welcome; tools send a Hello with role
+// Monitor just to learn it. Subscribers get two topics, each message being
+// [topic, JSON lines] in the instruction log's JSON form:
+//   "events"  every event the dispatcher and the workers log
+//   "stats"   the periodic STATS events (docs/instruction_log.md, "Events")
+// XPUB reports the first subscription to a prefix and the last
+// unsubscription, so the dispatcher knows whether anyone wants each topic.
+// Only then does it record its own events (unless GT_INSTRUCTION_LOG is set)
+// and tell the workers (TraceControl) to send theirs (TraceEvents), which it
+// republishes as they are: a cluster nobody watches pays nothing. Workers
+// that join later get the current TraceControl after their Welcome. PUB
+// drops messages for a subscriber that falls behind (send high-water mark),
+// so a slow tool never stalls the dispatcher; gt trace reports the gaps it
+// sees in the sequence numbers.
+void Dispatcher::State::bind_events() {
+  if (options.events == "off") return;
+  std::string bind_to = options.events;
+  if (bind_to == "auto") {
+    if (endpoint.rfind("tcp://", 0) == 0) {
+      bind_to = endpoint.substr(0, endpoint.rfind(':')) + ":*";
+    } else if (endpoint.rfind("ipc://", 0) == 0) {
+      bind_to = endpoint + ".events";
+    } else {
+      return;  // inproc: no stream
+    }
+  } else {
+    check_endpoint(bind_to);
+  }
+  if (bind_to.rfind("tcp://", 0) == 0 && bind_to.size() > 2 &&
+      bind_to.compare(bind_to.size() - 2, 2, ":0") == 0) {
+    bind_to.replace(bind_to.size() - 1, 1, "*");
+  }
+  events_pub.set(zmq::sockopt::linger, 0);
+  events_pub.set(zmq::sockopt::sndhwm, 10000);
+  try {
+    events_pub.bind(bind_to);
+  } catch (const zmq::error_t& e) {
+    throw TransportError("[dispatcher] cannot bind the event stream " + bind_to + ": " +
+                         e.what() + " (choose another with --events, or --events off)");
+  }
+  events_endpoint = events_pub.get(zmq::sockopt::last_endpoint);
+  log->info("event stream endpoint={}", events_endpoint);
+}
+
+void Dispatcher::State::on_subscription() {
+  for (;;) {
+    zmq::message_t m;
+    std::optional<size_t> got;
+    try {
+      got = events_pub.recv(m, zmq::recv_flags::dontwait);
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;
+      throw;
+    }
+    if (!got) break;
+    if (m.size() == 0) continue;
+    const auto* bytes = static_cast<const char*>(m.data());
+    std::string topic(bytes + 1, m.size() - 1);
+    if (bytes[0] == 1) {
+      subscriptions.insert(std::move(topic));
+    } else if (bytes[0] == 0) {
+      subscriptions.erase(topic);
+    }
+  }
+  auto wanted = [&](std::string_view name) {
+    for (const std::string& p : subscriptions) {
+      if (name.substr(0, p.size()) == p) return true;
+    }
+    return false;
+  };
+  const bool events = wanted("events");
+  const bool stats_on = wanted("stats");
+  if (events == want_events && stats_on == want_stats) return;
+  want_events = events;
+  want_stats = stats_on;
+  log_events = ilog->has_files() || want_events;
+  log->info("event stream: events {} stats {}", want_events ? "on" : "off",
+            want_stats ? "on" : "off");
+  if (want_events || want_stats) {
+    ilog->set_tap([this](InstructionLog::TapChunk&& chunk) {
+      std::lock_guard lock(tap_mutex);
+      tap_chunks.push_back(std::move(chunk));
+    });
+  } else {
+    ilog->set_tap({});
+  }
+  next_stats_ms = 0;
+  for (const WorkerEntry& w : workers) {
+    if (w.alive) send_trace_control(w);
+  }
+}
+
+void Dispatcher::State::send_trace_control(const WorkerEntry& w) {
+  send(w.identity, wire::encode_trace_control(want_events, want_stats));
+}
+
+void Dispatcher::State::publish(std::string_view topic, std::string_view payload) {
+  if (payload.empty()) return;
+  try {
+    // PUB never blocks: past the high-water mark a slow subscriber loses messages.
+    events_pub.send(zmq::buffer(topic), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    events_pub.send(zmq::buffer(payload), zmq::send_flags::dontwait);
+  } catch (const zmq::error_t& e) {
+    log->debug("event stream publish failed: {}", e.what());
+  }
+}
+
+void Dispatcher::State::publish_tap_chunks() {
+  std::vector<InstructionLog::TapChunk> chunks;
+  {
+    std::lock_guard lock(tap_mutex);
+    if (tap_chunks.empty()) return;
+    chunks.swap(tap_chunks);
+  }
+  for (const auto& c : chunks) {
+    if (want_events) publish("events", c.events);
+    if (want_stats) publish("stats", c.stats);
+  }
+}
+
+void Dispatcher::State::record_stats() {
+  std::string clients;
+  for (const auto& [id, session] : sessions) {
+    if (!clients.empty()) clients += ',';
+    std::string name = session.name.empty() ? "-" : session.name;
+    for (char& c : name) {
+      if (c == ' ' || c == ',' || c == ':' || static_cast<unsigned char>(c) < 0x20) c = '_';
+    }
+    clients += std::to_string(id) + ":" + name + ":" + std::to_string(session.pid);
+  }
+  std::string details = "workers=" + std::to_string(alive_workers()) +
+                        " clients=" + std::to_string(sessions.size()) +
+                        " messages=" + std::to_string(stats.messages_in.load()) +
+                        " instructions=" + std::to_string(stats.instructions.load()) +
+                        " endpoint=" + endpoint;
+  if (!clients.empty()) details += " clients_list=" + clients;
+  ilog->record("STATS", "Dispatcher", "", details);
 }
 
 Dispatcher::State::Sent Dispatcher::State::send(const std::string& identity, zmq::message_t header, Frames* data,
@@ -242,6 +428,7 @@ void Dispatcher::State::serve_message(Frames& frames) {
   } catch (const ProtocolError& e) {
     stats.malformed.fetch_add(1);
     log->warn("malformed message from peer: {}", e.what());
+    event("ERROR", "Malformed", std::string("what=") + e.what());
     reply_error(identity, 0, 0, wire::failure(Status::Malformed, e.what()));
     return;
   }
@@ -292,6 +479,13 @@ void Dispatcher::State::on_hello(const std::string& identity, const wire::Hello*
     peers.erase(identity);
   }
   const std::string name = hello->name() ? hello->name()->str() : "";
+  if (hello->role() == wire::Role::Monitor) {
+    // A tool asking where the event stream is (Note [event stream]); it
+    // never becomes a peer.
+    event("RECV", "Hello", "role=monitor pid=" + std::to_string(hello->pid()));
+    send(identity, wire::encode_welcome(0, -1, alive_workers(), events_endpoint));
+    return;
+  }
   if (hello->role() == wire::Role::Worker) {
     WorkerEntry w;
     w.identity = identity;
@@ -305,7 +499,11 @@ void Dispatcher::State::on_hello(const std::string& identity, const wire::Hello*
     stats.workers_joined.fetch_add(1);
     log->info("worker joined worker={} dev={} pid={}", index, workers[index].device,
               workers[index].pid);
-    send(identity, wire::encode_welcome(0, index, alive_workers()));
+    event("JOIN", "Worker",
+          "worker=" + std::to_string(index) + " device=" + workers[index].device +
+              " pid=" + std::to_string(workers[index].pid));
+    send(identity, wire::encode_welcome(0, index, alive_workers(), events_endpoint));
+    if (want_events || want_stats) send_trace_control(workers[index]);
     // Clients waiting for workers may go ahead now.
     std::vector<PendingHello> still;
     for (auto& h : pending_hellos) {
@@ -320,7 +518,7 @@ void Dispatcher::State::on_hello(const std::string& identity, const wire::Hello*
                 wire::failure(Status::WrongRole,
                               "[dispatcher] unknown role " +
                                   std::to_string(static_cast<int>(hello->role())) +
-                                  ": expected client (0) or worker (1)"));
+                                  ": expected client (0), worker (1) or monitor (2)"));
     return;
   }
   PendingHello h{identity, name, hello->pid(), std::max<uint32_t>(1, hello->min_workers()),
@@ -360,8 +558,11 @@ void Dispatcher::State::welcome_client(const PendingHello& h) {
   log->info("session opened session={} client={} pid={} worker={}", s.id, s.name, s.pid,
             s.worker);
   const uint64_t id = s.id;
+  event("OPEN", "Session",
+        "session=" + std::to_string(id) + " worker=" + std::to_string(s.worker) +
+            " pid=" + std::to_string(s.pid) + " name=" + (s.name.empty() ? "-" : s.name));
   sessions.emplace(id, std::move(s));
-  send(h.identity, wire::encode_welcome(id, -1, alive_workers()));
+  send(h.identity, wire::encode_welcome(id, -1, alive_workers(), events_endpoint));
 }
 
 void Dispatcher::State::on_client(Session& s, const wire::Message* msg, Frames& frames) {
@@ -396,6 +597,16 @@ void Dispatcher::State::on_batch(Session& s, const wire::Batch* batch, Frames& f
   const auto* instrs = batch->instructions();
   const size_t n = instrs ? instrs->size() : 0;
   stats.instructions.fetch_add(n, std::memory_order_relaxed);
+  RawEvent e;
+  if (log_events) {
+    e.event = "RECV";
+    e.kind = "Batch";
+    e.session = s.id;
+    e.n = static_cast<int64_t>(n);
+    e.bytes = 0;
+    for (size_t i = 1; i < frames.size(); ++i) e.bytes += static_cast<int64_t>(frames[i].size());
+    ilog->record_raw(e);
+  }
   // The worker needs the session id; stamp it into the header in place so the
   // batch and its data frames are forwarded without copies.
   auto* mutable_msg = wire::GetMutableMessage(frames[1].data());
@@ -416,6 +627,11 @@ void Dispatcher::State::on_batch(Session& s, const wire::Batch* batch, Frames& f
       }
     }
     return;
+  }
+  if (log_events) {
+    e.event = "SEND";
+    e.worker = s.worker;
+    ilog->record_raw(e);
   }
   if (send(workers[s.worker].identity, std::move(frames[1]), &frames, 2) == Sent::Unreachable) {
     // Its connection is gone: fail the session's requests (those of this batch
@@ -544,9 +760,30 @@ void Dispatcher::State::on_worker(int index, const wire::Message* msg, Frames& f
     send(w.identity, wire::encode_heartbeat(0));
     return;
   }
+  if (type == wire::Body::TraceEvents) {
+    const auto* t = msg->body_as_TraceEvents();
+    if (want_events && t->events()) publish("events", t->events()->string_view());
+    if (want_stats && t->stats()) publish("stats", t->stats()->string_view());
+    return;
+  }
   auto it = sessions.find(msg->session());
   if (it == sessions.end()) return;  // the client left meanwhile
   Session& s = it->second;
+  if (log_events) {
+    RawEvent e;
+    e.event = "RECV";
+    e.kind = wire::body_name(type);
+    e.session = s.id;
+    e.worker = index;
+    switch (type) {
+      case wire::Body::FetchReply: e.req = msg->body_as_FetchReply()->request(); break;
+      case wire::Body::SyncReply: e.req = msg->body_as_SyncReply()->request(); break;
+      case wire::Body::ErrorReply: e.req = msg->body_as_ErrorReply()->request(); break;
+      case wire::Body::StatsReply: e.req = msg->body_as_StatsReply()->request(); break;
+      default: break;
+    }
+    ilog->record_raw(e);
+  }
   switch (type) {
     case wire::Body::FetchReply: {
       s.requests.erase(msg->body_as_FetchReply()->request());
@@ -608,6 +845,7 @@ void Dispatcher::State::close_session(uint64_t id, const char* why) {
     if (w.alive) send(w.identity, wire::encode_bye(id));
   }
   log->info("session closed session={} tensors={} reason='{}'", id, s.tensors.size(), why);
+  event("CLOSE", "Session", "session=" + std::to_string(id) + " why=" + why);
   sessions.erase(it);
 }
 
@@ -618,6 +856,7 @@ void Dispatcher::State::lose_worker(int index, const std::string& why) {
   stats.workers_lost.fetch_add(1);
   const std::string text = "[dispatcher] " + w.describe(index) + " lost: " + why;
   log->error("{}", text);
+  event("LOST", "Worker", "worker=" + std::to_string(index) + " why=" + why);
   peers.erase(w.identity);
   // Note [stats gathering]: stop waiting for it, whichever session asked.
   for (auto& [sid, s] : sessions) {
@@ -643,6 +882,10 @@ void Dispatcher::State::lose_worker(int index, const std::string& why) {
 
 void Dispatcher::State::check_timers() {
   const int64_t now = now_ms();
+  if (want_stats && now >= next_stats_ms) {
+    record_stats();
+    next_stats_ms = now + kStatsPeriodMs;
+  }
   for (int i = 0; i < static_cast<int>(workers.size()); ++i) {
     if (workers[i].alive && now - workers[i].last_seen_ms > env.heartbeat_timeout_ms) {
       lose_worker(i, "no heartbeat for " + std::to_string(now - workers[i].last_seen_ms) + " ms");

@@ -15,6 +15,10 @@ struct DispatcherOptions {
   std::string listen = "tcp://127.0.0.1:0";  // ZeroMQ endpoint to bind
   int64_t worker_wait_ms = 30000;  // how long a client's Hello may wait for workers
   std::string endpoint_file;  // if set, the bound endpoint is written there once serving
+  /// The event stream's PUB endpoint (Note [event stream]): "auto" binds any
+  /// free port on the listen endpoint's host (ipc: the listen path plus
+  /// ".events"); "off" disables it; anything else is bound as given.
+  std::string events = "auto";
 };
 
 /// Counters a test or `gt top` can read (updated by the run() thread).
@@ -44,6 +48,8 @@ class Dispatcher {
 
   /// The endpoint actually bound (a tcp port of 0 or * is resolved).
   const std::string& endpoint() const;
+  /// The event stream's bound endpoint; empty when off.
+  const std::string& events_endpoint() const;
   /// Serves until stop(). Never throws for anything a peer sends.
   void run();
   /// Thread-safe, idempotent.

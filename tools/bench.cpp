@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <vector>
 
@@ -16,6 +17,8 @@
 #include <zmq_addon.hpp>
 
 #include <gt/gt.h>
+
+#include "common/env.h"
 
 namespace gt::tools {
 namespace {
@@ -139,6 +142,44 @@ double gt_ops_per_s(int ops, int elems) {
   return rate;
 }
 
+}  // namespace
+
+LogBenchResult bench_instruction_log(int ops, int elems, int repeats) {
+  // Each side in a fresh session and local cluster: the client and the
+  // cluster's processes read GT_INSTRUCTION_LOG when they start. Sides
+  // alternate so both see the same machine load.
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("gt-bench-log-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  LogBenchResult r{0, 0, 0, 0};
+  for (int i = 0; i < repeats; ++i) {
+    gt::shutdown();
+    {
+      ScopedEnv off("GT_INSTRUCTION_LOG", nullptr);
+      r.off_ops_per_s = std::max(r.off_ops_per_s, gt_ops_per_s(ops, elems));
+      gt::shutdown();
+    }
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    {
+      ScopedEnv on("GT_INSTRUCTION_LOG", (dir / "bench").c_str());
+      r.on_ops_per_s = std::max(r.on_ops_per_s, gt_ops_per_s(ops, elems));
+      gt::shutdown();  // the processes write what they queued as they exit
+    }
+  }
+  for (const auto& f : std::filesystem::directory_iterator(dir)) {
+    r.bytes += static_cast<double>(f.file_size());
+    if (f.path().extension() != ".jsonl") continue;
+    std::ifstream in(f.path());
+    std::string line;
+    while (std::getline(in, line)) ++r.events;
+  }
+  std::filesystem::remove_all(dir);
+  return r;
+}
+
+namespace {
+
 std::vector<double> gt_sync_us(int iters) {
   gt::Tensor x = gt::ones({1});
   std::vector<double> samples;
@@ -154,9 +195,9 @@ std::vector<double> gt_sync_us(int iters) {
 }  // namespace
 
 void add_bench_options(CLI::App& app, BenchOptions& o) {
-  app.add_option("which", o.which, "throughput, latency, train, jit or all")
+  app.add_option("which", o.which, "throughput, latency, train, jit, log or all")
       ->capture_default_str()
-      ->check(CLI::IsMember({"throughput", "latency", "train", "jit", "all"}));
+      ->check(CLI::IsMember({"throughput", "latency", "train", "jit", "log", "all"}));
   app.add_option("--ops", o.ops, "Ops issued before the fetch (throughput)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000000));
@@ -181,8 +222,10 @@ int run_bench(const BenchOptions& o) {
   try {
     const bool thr = o.which == "all" || o.which == "throughput";
     const bool lat = o.which == "all" || o.which == "latency";
+    // (log is measured last: it restarts the session)
     const bool train = o.which == "all" || o.which == "train";
     const bool jit = o.which == "all" || o.which == "jit";
+    const bool log = o.which == "all" || o.which == "log";
     std::vector<double> raw;
     if (lat) raw = raw_pingpong_us(o.iters);  // forks: before any gt thread
 
@@ -245,6 +288,18 @@ int run_bench(const BenchOptions& o) {
       json += "\"jit_eager_ms\":" + std::to_string(j.eager_ms) +
               ",\"jit_ms\":" + std::to_string(j.jit_ms) +
               ",\"jit_speedup\":" + std::to_string(j.eager_ms / j.jit_ms);
+    }
+    if (log) {
+      const LogBenchResult l = bench_instruction_log(o.ops, o.elems, o.repeats);
+      std::printf(
+          "log: the throughput loop with GT_INSTRUCTION_LOG set: %.0f ops/s, without: %.0f "
+          "ops/s, on/off %.2f (target >= 0.8); %.0f events, %.1f MB written\n",
+          l.on_ops_per_s, l.off_ops_per_s, l.on_ops_per_s / l.off_ops_per_s, l.events,
+          l.bytes / 1e6);
+      if (json.size() > 1) json += ",";
+      json += "\"log_on_ops_per_s\":" + std::to_string(l.on_ops_per_s) +
+              ",\"log_off_ops_per_s\":" + std::to_string(l.off_ops_per_s) +
+              ",\"log_ratio\":" + std::to_string(l.on_ops_per_s / l.off_ops_per_s);
     }
     std::printf("RESULT %s}\n", json.c_str());
     gt::shutdown();

@@ -47,6 +47,17 @@ JitBenchResult bench_jit_loop(int64_t elems, int iters);
 /// steps each, interleaved.
 TrainBenchResult bench_train_step(int64_t batch, int steps, int repeats);
 
+struct LogBenchResult {
+  double off_ops_per_s;
+  double on_ops_per_s;
+  double events;  // lines in the last run's JSON files (all components)
+  double bytes;   // bytes of both forms in the last run
+};
+
+/// The throughput loop with GT_INSTRUCTION_LOG unset and set (issue 5's 20%
+/// budget), best of `repeats` each, sides alternating; restarts the session.
+LogBenchResult bench_instruction_log(int ops, int elems, int repeats);
+
 void add_bench_options(CLI::App& app, BenchOptions& options);
 
 /// Runs the selected benchmarks; prints human lines and one `RESULT {json}` line.

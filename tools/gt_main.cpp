@@ -11,6 +11,9 @@
 #include "common/wire.h"
 #include "dispatcher/dispatcher.h"
 #include "tools/bench.h"
+#include "tools/top.h"
+#include "tools/trace.h"
+#include "tools/viz.h"
 #include "worker/jit/compiler_cpu.h"
 #include "worker/worker.h"
 
@@ -53,6 +56,20 @@ int main(int argc, char** argv) {
       "Benchmarks: pipelined throughput, sync latency, training step (eager and with the JIT), JIT "
       "loop; printed as ratios");
   gt::tools::add_bench_options(*bench, bopts);
+
+  gt::tools::TraceOptions topts;
+  auto* trace = app.add_subcommand(
+      "trace", "Record a running dispatcher's event stream into trace_<timestamp>.log/.jsonl");
+  gt::tools::add_trace_options(*trace, topts);
+
+  gt::tools::VizOptions vopts;
+  auto* viz = app.add_subcommand(
+      "viz", "Draw instruction logs as a timeline: PNG, SVG, PDF, interactive HTML, Chrome trace");
+  gt::tools::add_viz_options(*viz, vopts);
+
+  gt::tools::TopOptions popts;
+  auto* top = app.add_subcommand("top", "Live view of a cluster: workers, utilisation, JIT chains");
+  gt::tools::add_top_options(*top, popts);
 
   std::string cache_dir;
   auto* cache = app.add_subcommand(
@@ -100,5 +117,8 @@ int main(int argc, char** argv) {
   if (*dispatcher) return gt::dispatcher::run_dispatcher_main(dopts);
   if (*worker) return gt::worker::run_worker_main(wopts);
   if (*bench) return gt::tools::run_bench(bopts);
+  if (*trace) return gt::tools::run_trace(topts);
+  if (*viz) return gt::tools::run_viz(vopts);
+  if (*top) return gt::tools::run_top(popts);
   return 0;
 }

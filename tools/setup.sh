@@ -18,13 +18,16 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libopenblas0-pthread
   libzmq3-dev cppzmq-dev libyaml-cpp-dev libspdlog-dev catch2 libgloo-dev
-  libcli11-dev flatbuffers-compiler libflatbuffers-dev zlib1g-dev
+  libcli11-dev flatbuffers-compiler libflatbuffers-dev zlib1g-dev libcairo2-dev
   dataset-fashion-mnist
 )
+# Only the tests need these: gt viz's HTML timeline is opened in headless
+# Chromium and screenshotted (tests/unit/tools/viz_test.cpp, "[chromium]").
+test_packages=(chromium)
 
 install_deps() {
   local missing=()
-  for p in "${packages[@]}"; do
+  for p in "${packages[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -50,7 +53,7 @@ case "${1:-run}" in
     "$build/bin/gt_train_fashion_mnist" "${@:2}"
     ;;
   test)
-    install_deps
+    install_deps "${test_packages[@]}"
     build -DGT_BUILD_TESTS=ON
     cd "$build"
     ctest --output-on-failure -j "$jobs" -E '\[gpu\]'

@@ -1,8 +1,11 @@
 #include "worker/executor.h"
 
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <unordered_set>
 #include <utility>
 
 #include <c10/core/CPUAllocator.h>
@@ -146,6 +149,23 @@ void free_fetch_hold(void*, void* hint) noexcept {
   auto* hold = static_cast<FetchHold*>(hint);
   if (hold->tracker) hold->tracker->release(hold->storage);
   delete hold;
+}
+
+}  // namespace
+
+namespace {
+
+// Utilisation categories of STATS (docs/instruction_log.md, "Events"): the
+// op table's kinds in enum order, then these.
+constexpr int kCompiledCategory = 9;
+constexpr int kFetchCategory = 10;
+constexpr int kFreeCategory = 11;
+constexpr int kSyncCategory = 12;
+
+std::string hex12(uint64_t digest) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(digest));
+  return std::string(buf, 12);
 }
 
 }  // namespace
@@ -566,6 +586,7 @@ bool Executor::run_compiled(uint64_t session_id, Session& s, Promoted& unit, Con
     }
   }
   std::vector<at::Tensor> results;
+  const auto run_start = std::chrono::steady_clock::now();
   try {
     results = compiled->run(externals, ro);
   } catch (const std::invalid_argument& e) {
@@ -611,6 +632,24 @@ bool Executor::run_compiled(uint64_t session_id, Session& s, Promoted& unit, Con
     if (results[p].defined()) s.tensors.emplace(produced[p], Slot{std::move(results[p]), nullptr});
   }
   options_.jit->count_run(compiled == unit.elided.get());
+  if (timing_) {
+    const int64_t ns = (std::chrono::steady_clock::now() - run_start).count();
+    busy_ns_[kCompiledCategory] += ns;
+    if (log_events_) {
+      RawEvent e;
+      e.session = session_id;
+      e.dur_ns = ns;
+      e.n = static_cast<int64_t>(chain.ops.size());
+      e.n_out = static_cast<uint16_t>(std::min<size_t>(produced.size(), UINT16_MAX));
+      for (size_t i = 0; i < produced.size() && i < RawEvent::kMaxOutIds; ++i) e.out[i] = produced[i];
+      // Which unit and variant: free text, one event per unit, so record() is fine.
+      ilog_->record("EXEC", "Compiled", "",
+                    "sequence=" + hex12(unit.digests.escaping) +
+                        " ops=" + std::to_string(chain.ops.size()) + " variant=" +
+                        (compiled == unit.elided.get() ? "elided" : "escaping") + " " +
+                        raw_details(e));
+    }
+  }
   s.active = nullptr;
   run_held_frees(session_id, s, ctx);
   return true;
@@ -625,8 +664,123 @@ void Executor::run_held_frees(uint64_t session_id, Session& s, Context& ctx) {
   s.retained.clear();
 }
 
+
+std::string_view Executor::util_category(int i) {
+  static constexpr std::string_view kNames[kUtilCategories] = {
+      "Creation", "Control",  "Elementwise", "Linalg", "Reduction", "Shape", "Inplace",
+      "Softmax",  "Index",    "Compiled",    "Fetch",  "Free",      "Sync"};
+  return i >= 0 && i < kUtilCategories ? kNames[i] : std::string_view("Control");
+}
+
+void Executor::set_instruction_log(std::shared_ptr<InstructionLog> log, bool events,
+                                   bool timing) {
+  ilog_ = std::move(log);
+  log_events_ = ilog_ && events;
+  timing_ = ilog_ && (events || timing);
+}
+
+uint64_t Executor::tensor_bytes() const {
+  std::unordered_set<const c10::StorageImpl*> seen;
+  uint64_t bytes = 0;
+  for (const auto& [id, session] : sessions_) {
+    for (const auto& [tid, slot] : session.tensors) {
+      if (!slot.tensor.defined() || !slot.tensor.has_storage()) continue;
+      const c10::StorageImpl* storage = slot.tensor.storage().unsafeGetStorageImpl();
+      if (seen.insert(storage).second) bytes += storage->nbytes();
+    }
+  }
+  return bytes;
+}
+
+// Note [worker events] is in worker/worker.cpp; this is the per-instruction
+// part. Timing costs two clock reads per instruction, so it only runs while
+// someone wants events or STATS.
 void Executor::run_instruction(uint64_t session_id, Session& s, const wire::Instruction& in,
                                Context& ctx) {
+  if (!timing_) {
+    execute_instruction(session_id, s, in, ctx);
+    return;
+  }
+  const size_t pending_before = s.pending.size();
+  const auto t0 = std::chrono::steady_clock::now();
+  execute_instruction(session_id, s, in, ctx);
+  const auto t1 = std::chrono::steady_clock::now();
+  const int64_t ns = (t1 - t0).count();
+  int category = static_cast<int>(OpKind::Control);  // unknown ops: rejected, not run
+  switch (in.kind()) {
+    case wire::InstrKind::Op:
+      if (const OpInfo* op = find_op(in.op())) category = static_cast<int>(op->kind);
+      break;
+    case wire::InstrKind::Fetch: category = kFetchCategory; break;
+    case wire::InstrKind::Free: category = kFreeCategory; break;
+    case wire::InstrKind::Sync: category = kSyncCategory; break;
+  }
+  busy_ns_[category] += ns;
+  if (log_events_) log_instruction(session_id, s, in, t1, ns, pending_before);
+}
+
+void Executor::log_instruction(uint64_t session_id, const Session& s,
+                               const wire::Instruction& in,
+                               std::chrono::steady_clock::time_point end, int64_t ns,
+                               size_t pending_before) {
+  RawEvent e;
+  e.session = session_id;
+  e.dur_ns = ns;
+  const auto ids_in = wire::view(in.inputs());
+  const auto ids_out = wire::view(in.outputs());
+  switch (in.kind()) {
+    case wire::InstrKind::Op: {
+      const OpInfo* op = find_op(in.op());
+      e.event = "EXEC";
+      e.kind = "Op";
+      e.op = op ? op->name : std::string_view("unknown");
+      e.n_in = static_cast<uint16_t>(std::min<size_t>(ids_in.size(), UINT16_MAX));
+      for (size_t i = 0; i < ids_in.size() && i < RawEvent::kMaxIds; ++i) e.in[i] = ids_in[i];
+      e.n_out = static_cast<uint16_t>(std::min<size_t>(ids_out.size(), UINT16_MAX));
+      for (size_t i = 0; i < ids_out.size() && i < RawEvent::kMaxOutIds; ++i) e.out[i] = ids_out[i];
+      // The shape of the result: the first output, or the updated input of an in-place op.
+      const TensorId shown = !ids_out.empty() ? ids_out[0] : (!ids_in.empty() ? ids_in[0] : 0);
+      if (auto it = s.tensors.find(shown); it != s.tensors.end() && it->second.tensor.defined()) {
+        const auto sizes = it->second.tensor.sizes();
+        e.ndim = static_cast<int16_t>(std::min<size_t>(sizes.size(), INT16_MAX));
+        for (size_t d = 0; d < sizes.size() && d < RawEvent::kMaxDims; ++d) e.shape[d] = sizes[d];
+      }
+      break;
+    }
+    case wire::InstrKind::Free:
+      e.event = "FREE";
+      e.kind = "Free";
+      e.n = static_cast<int64_t>(ids_in.size());
+      break;
+    case wire::InstrKind::Fetch:
+      e.event = "FETCH";
+      e.kind = "Fetch";
+      e.req = in.request();
+      if (!ids_in.empty()) {
+        e.n_out = 1;
+        e.out[0] = ids_in[0];
+        if (auto it = s.tensors.find(ids_in[0]);
+            it != s.tensors.end() && it->second.tensor.defined()) {
+          e.bytes = static_cast<int64_t>(it->second.tensor.nbytes());
+        }
+      }
+      break;
+    case wire::InstrKind::Sync:
+      e.event = "SYNC";
+      e.kind = "Sync";
+      e.req = in.request();
+      e.n = static_cast<int64_t>(pending_before);  // failures reported by this sync
+      break;
+    default:
+      e.event = "EXEC";
+      e.kind = "Unknown";
+      break;
+  }
+  ilog_->record_raw(e, end);
+}
+
+void Executor::execute_instruction(uint64_t session_id, Session& s, const wire::Instruction& in,
+                                   Context& ctx) {
   switch (in.kind()) {
     case wire::InstrKind::Op: run_op(session_id, s, in, ctx); return;
     case wire::InstrKind::Free:
@@ -966,6 +1120,11 @@ void Executor::fail(Session& s, const wire::Instruction& in, const OpInfo* op, S
 }
 
 void Executor::record(Session& s, FailureInfo f) {
+  if (log_events_) {
+    ilog_->record("ERROR", f.op.empty() ? "Failure" : "Op", f.op,
+                  "out=" + std::to_string(f.tensor) + " code=" + std::string(to_string(f.code)) +
+                      " what=" + f.message);
+  }
   const size_t seen = s.pending.size() + s.dropped_failures;
   if (seen < kMaxWarnedFailures) {
     log_->warn("{} code={} tensor={}", f.message, to_string(f.code), f.tensor);

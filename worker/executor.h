@@ -6,6 +6,8 @@
 // reply messages through a ReplySink, so tests drive it in-process.
 
 #include <cstdint>
+#include <array>
+#include <chrono>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -18,6 +20,7 @@
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
+#include "common/instruction_log.h"
 #include "common/op_table.h"
 #include "common/transport.h"
 #include "common/wire.h"
@@ -104,6 +107,20 @@ class Executor {
   int worker_index() const { return options_.worker; }
   const at::Device& device() const { return options_.device; }
 
+  /// The worker's instruction log and what to do with it (Note [worker
+  /// events] in worker/worker.cpp): `events` records an event per
+  /// instruction; `timing` (implied by events) measures each instruction for
+  /// the STATS utilisation. A null log turns both off.
+  void set_instruction_log(std::shared_ptr<InstructionLog> log, bool events, bool timing);
+
+  /// Time spent executing, per utilisation category (util_category()), since
+  /// timing was turned on; in nanoseconds.
+  static constexpr int kUtilCategories = 13;  // the OpKinds, Compiled, Fetch, Free, Sync
+  static std::string_view util_category(int i);
+  const std::array<int64_t, kUtilCategories>& busy_ns() const { return busy_ns_; }
+  /// Bytes of memory held by live tensors of every session (each storage once).
+  uint64_t tensor_bytes() const;
+
   // ---- introspection, for tests and stats --------------------------------
   size_t session_count() const { return sessions_.size(); }
   /// Live ids (poisoned ones included) of a session; 0 for an unknown session.
@@ -160,7 +177,14 @@ class Executor {
 
   struct Context;  // per-batch state (payload frames consumed, sink)
 
+  /// Runs one instruction eagerly; with timing on, measures it and logs it.
   void run_instruction(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
+  void execute_instruction(uint64_t session_id, Session& s, const wire::Instruction& in,
+                           Context& ctx);
+  /// The EXEC/FREE/FETCH/SYNC event of an instruction that took `ns`.
+  void log_instruction(uint64_t session_id, const Session& s, const wire::Instruction& in,
+                       std::chrono::steady_clock::time_point end, int64_t ns,
+                       size_t pending_before);
   void run_op(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
   /// Note [compiled execution]: offers an instruction to the session's ready
   /// compiled units; true when it was consumed (buffered, or run as part of a
@@ -222,6 +246,10 @@ class Executor {
   std::vector<TensorMeta> metas_;
   std::shared_ptr<detail::SendTracker> sends_;  // fetch frames still in flight
   uint64_t instructions_executed_ = 0;
+  std::shared_ptr<InstructionLog> ilog_;  // Note [worker events]
+  bool log_events_ = false;
+  bool timing_ = false;
+  std::array<int64_t, kUtilCategories> busy_ns_{};
 };
 
 }  // namespace gt::worker

@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
+#include <chrono>
 #include <cctype>
 #include <cerrno>
 #include <condition_variable>
@@ -20,6 +22,7 @@
 
 #include "common/check.h"
 #include "common/env.h"
+#include "common/instruction_log.h"
 #include "common/logging.h"
 #include "common/transport.h"
 #include "common/wire.h"
@@ -95,7 +98,74 @@ struct Item {
   Frames frames;       // a verified Batch, Bye or StatsRequest (header + data frames)
   bool reset = false;  // (re-)registered: drop every session, take `index`
   int index = -1;
+  // Note [worker events]: a new log or new TraceControl flags.
+  bool trace = false;
+  std::shared_ptr<InstructionLog> log;
+  bool events = false, stats = false;
 };
+
+// Note [worker events]
+// A worker's instruction log ("WORKER n") exists from its Welcome on: with
+// files when GT_INSTRUCTION_LOG is set, and with a tap while the dispatcher
+// says (TraceControl) that someone subscribes to its event stream (Note
+// [event stream] in dispatcher/dispatcher.cpp). The IO thread logs RECV per
+// batch; the executor logs an event per instruction (EXEC/FREE/FETCH/SYNC,
+// with its duration) when events are wanted, and otherwise only times
+// instructions per category while STATS are wanted; the compile service logs
+// HOTPATH and COMPILE. The tap runs on the log's writer thread and hands
+// JSON chunks to the IO thread (trace_chunks), which sends them to the
+// dispatcher as TraceEvents. While STATS are wanted the executor thread
+// records a STATS event every kStatsPeriod, between messages (so a long
+// instruction delays it, never the reverse). With no files and no
+// subscriber, nothing is recorded and nothing is timed.
+constexpr auto kStatsPeriod = std::chrono::milliseconds(250);
+
+// The details of a worker's STATS event (docs/instruction_log.md, "Events").
+std::string stats_details(const Executor& executor, const jit::CompileService* jit,
+                          const std::string& device, size_t queued, double seconds,
+                          uint64_t instructions_delta,
+                          const std::array<int64_t, Executor::kUtilCategories>& busy_delta) {
+  char buf[128];
+  std::string out = "device=" + device + " sessions=" + std::to_string(executor.session_count()) +
+                    " tensors=" + std::to_string(executor.tensor_count()) +
+                    " bytes=" + std::to_string(executor.tensor_bytes()) +
+                    " queue=" + std::to_string(queued) +
+                    " instructions=" + std::to_string(executor.instructions_executed());
+  const double dt = std::max(seconds, 1e-6);
+  int64_t busy = 0;
+  for (int64_t b : busy_delta) busy += b;
+  std::snprintf(buf, sizeof buf, " ops_per_s=%.1f busy=%.3f", instructions_delta / dt,
+                std::min(1.0, busy * 1e-9 / dt));
+  out += buf;
+  std::string util;
+  for (int i = 0; i < Executor::kUtilCategories; ++i) {
+    if (busy_delta[i] <= 0) continue;
+    std::snprintf(buf, sizeof buf, "%s%.*s:%.3f", util.empty() ? "" : ",",
+                  static_cast<int>(Executor::util_category(i).size()),
+                  Executor::util_category(i).data(), busy_delta[i] * 1e-9 / dt);
+    util += buf;
+  }
+  if (!util.empty()) out += " util=" + util;
+  if (jit) {
+    std::string chains;
+    for (const jit::UnitSummary& u : jit->unit_summaries()) {
+      char speed[32] = "-";
+      if (u.speedup >= 0) std::snprintf(speed, sizeof speed, "%.2f", u.speedup);
+      char digest[17];
+      std::snprintf(digest, sizeof digest, "%016llx", static_cast<unsigned long long>(u.digest));
+      if (!chains.empty()) chains += ',';
+      chains.append(digest, 12);  // the sequence name gt cache list and COMPILE events use
+      chains += ':';
+      chains += std::to_string(u.ops);
+      chains += ':';
+      chains += speed;
+      chains += ':';
+      chains += u.state;
+    }
+    if (!chains.empty()) out += " chains=" + chains;
+  }
+  return out;
+}
 
 // This worker's StatsReply for `session`: the executor's counters and the
 // JIT's (zeros when the JIT is off). Runs on the executor thread, so it sees
@@ -171,12 +241,54 @@ struct Worker::Impl {
   bool executor_stop = false;                  // guarded by queue_mutex
   std::atomic<bool> executor_stopping{false};  // lets a blocked reply send give up
 
+  // Note [worker events]; the IO thread owns ilog and the flags. ilog comes
+  // after what its tap uses, so it is destroyed (and drained) first.
+  bool trace_events = false, trace_stats = false;
+  std::mutex trace_mutex;
+  std::vector<InstructionLog::TapChunk> trace_chunks;  // guarded by trace_mutex
+  static constexpr size_t kMaxTraceChunks = 256;       // beyond: dropped (slow dispatcher)
+  std::shared_ptr<InstructionLog> ilog;
+  void open_instruction_log(int worker);
+  void set_trace(bool events, bool stats);
+
   std::mutex thread_mutex;            // guards io_thread (start/join) and fatal
   std::thread io_thread;              // started by start(), joined by wait() or the destructor
   std::thread executor_thread;        // io thread only: started and joined by io_main
   std::exception_ptr fatal;           // io thread writes before exiting; read after join
   std::exception_ptr executor_fatal;  // guarded by queue_mutex
 };
+
+void Worker::Impl::open_instruction_log(int worker) {
+  const std::string component = "WORKER " + std::to_string(worker);
+  if (ilog && ilog->component() == component) return;
+  ilog.reset();
+  try {
+    ilog = InstructionLog::from_env(component);
+  } catch (const std::exception& e) {
+    // A bad GT_INSTRUCTION_LOG must not take the worker down: no files.
+    log->error("[worker] {}; this worker writes no instruction log", e.what());
+  }
+  if (!ilog) ilog = std::make_shared<InstructionLog>(component, "");
+}
+
+void Worker::Impl::set_trace(bool events, bool stats) {
+  trace_events = events;
+  trace_stats = stats;
+  if (events || stats) {
+    ilog->set_tap([this](InstructionLog::TapChunk&& chunk) {
+      std::lock_guard lock(trace_mutex);
+      if (trace_chunks.size() < kMaxTraceChunks) trace_chunks.push_back(std::move(chunk));
+    });
+  } else {
+    ilog->set_tap({});
+  }
+  Item item;
+  item.trace = true;
+  item.log = ilog;
+  item.events = events;
+  item.stats = stats;
+  push_item(std::move(item));
+}
 
 void Worker::Impl::push_item(Item item) {
   {
@@ -226,15 +338,42 @@ void Worker::Impl::executor_main() {
     }
     Executor executor(ExecutorOptions{index.load(), device, capacity_bytes, log, jit});
     std::deque<Item> work;
+    // Note [worker events]: STATS while the dispatcher asks for them.
+    std::shared_ptr<InstructionLog> ilog;
+    bool want_stats = false;
+    auto next_stats = std::chrono::steady_clock::now();
+    auto last_stats = next_stats;
+    uint64_t last_instructions = 0;
+    std::array<int64_t, Executor::kUtilCategories> last_busy{};
     for (;;) {
       {
         std::unique_lock lock(queue_mutex);
-        queue_cv.wait(lock, [&] { return executor_stop || !queue.empty(); });
+        const auto ready = [&] { return executor_stop || !queue.empty(); };
+        if (want_stats) {
+          queue_cv.wait_until(lock, next_stats, ready);
+        } else {
+          queue_cv.wait(lock, ready);
+        }
         if (executor_stop) break;
         work.swap(queue);
       }
       for (Item& item : work) {
         if (executor_stopping.load(std::memory_order_relaxed)) break;
+        if (item.trace) {
+          ilog = item.log;
+          const bool events = ilog && (ilog->has_files() || item.events);
+          executor.set_instruction_log(ilog, events, item.stats);
+          if (jit) jit->set_instruction_log(ilog, events);
+          const bool was = want_stats;
+          want_stats = ilog && item.stats;
+          if (want_stats && !was) {
+            last_stats = std::chrono::steady_clock::now();
+            next_stats = last_stats + kStatsPeriod;
+            last_instructions = executor.instructions_executed();
+            last_busy = executor.busy_ns();
+          }
+          continue;
+        }
         if (item.reset) {
           if (executor.session_count() > 0) {
             log->warn("[worker] dropping {} sessions: registered again as worker={}",
@@ -257,6 +396,24 @@ void Worker::Impl::executor_main() {
         executor.handle_verified(*msg, std::span(item.frames).subspan(1), sink, &item.frames[0]);
       }
       work.clear();
+      const auto now = std::chrono::steady_clock::now();
+      if (want_stats && now >= next_stats) {
+        size_t queued = 0;
+        {
+          std::lock_guard lock(queue_mutex);
+          queued = queue.size();
+        }
+        std::array<int64_t, Executor::kUtilCategories> busy = executor.busy_ns();
+        for (int i = 0; i < Executor::kUtilCategories; ++i) busy[i] -= last_busy[i];
+        ilog->record("STATS", "Worker", "",
+                     stats_details(executor, jit.get(), options.device, queued,
+                                   std::chrono::duration<double>(now - last_stats).count(),
+                                   executor.instructions_executed() - last_instructions, busy));
+        last_stats = now;
+        next_stats = now + kStatsPeriod;
+        last_instructions = executor.instructions_executed();
+        last_busy = executor.busy_ns();
+      }
     }
   } catch (...) {
     std::lock_guard lock(queue_mutex);
@@ -294,6 +451,7 @@ void Worker::Impl::io_main() {
   }
   is_registered.store(false);
   index.store(-1);
+  if (ilog) ilog->set_tap({});
   log->info("[worker] stopped dispatcher={} dev={}", options.dispatcher, options.device);
 }
 
@@ -385,7 +543,21 @@ void Worker::Impl::io_loop(zmq::socket_t& pull) {
           case wire::Body::Bye:
           case wire::Body::StatsRequest:  // answered in stream order by the executor thread
             if (registered) {
-              push_item(Item{std::move(*frames)});
+              if (msg->body_type() == wire::Body::Batch && ilog &&
+                  (trace_events || ilog->has_files())) {
+                RawEvent e;
+                e.event = "RECV";
+                e.kind = "Batch";
+                e.session = msg->session();
+                const auto* instrs = msg->body_as_Batch()->instructions();
+                e.n = instrs ? static_cast<int64_t>(instrs->size()) : 0;
+                e.bytes = 0;
+                for (const auto& f : *frames) e.bytes += static_cast<int64_t>(f.size());
+                ilog->record_raw(e);
+              }
+              Item item;
+              item.frames = std::move(*frames);
+              push_item(std::move(item));
             } else {
               SPDLOG_LOGGER_DEBUG(log, "[worker] dropped a {} received before Welcome",
                                   wire::body_name(msg->body_type()));
@@ -402,13 +574,24 @@ void Worker::Impl::io_loop(zmq::socket_t& pull) {
             registered = true;
             index.store(w->worker());
             is_registered.store(true);
-            push_item(Item{{}, true, w->worker()});
+            Item reset;
+            reset.reset = true;
+            reset.index = w->worker();
+            push_item(std::move(reset));
+            open_instruction_log(w->worker());
+            set_trace(false, false);  // the dispatcher sends TraceControl if someone watches
             last_heartbeat = 0;
             log->info("[worker] registered worker={} dispatcher={} dev={}", w->worker(),
                       options.dispatcher, options.device);
             break;
           }
           case wire::Body::Heartbeat: break;
+          case wire::Body::TraceControl:
+            if (registered) {
+              const auto* t = msg->body_as_TraceControl();
+              set_trace(t->events(), t->stats());
+            }
+            break;
           case wire::Body::ErrorReply: {
             const wire::FailureInfo f = wire::to_failure_info(msg->body_as_ErrorReply()->error());
             if (f.code == Status::VersionMismatch) {
@@ -435,6 +618,20 @@ void Worker::Impl::io_loop(zmq::socket_t& pull) {
       }
     }
 
+    if (registered && (trace_events || trace_stats)) {
+      std::vector<InstructionLog::TapChunk> chunks;
+      {
+        std::lock_guard lock(trace_mutex);
+        chunks.swap(trace_chunks);
+      }
+      for (const auto& c : chunks) {
+        const std::string_view events = trace_events ? std::string_view(c.events) : "";
+        const std::string_view stats = trace_stats ? std::string_view(c.stats) : "";
+        if (!events.empty() || !stats.empty()) {
+          send_one(wire::encode_trace_events(events, stats), "TraceEvents");
+        }
+      }
+    }
     const int64_t now = now_ms();
     if (registered && now - last_heartbeat >= heartbeat_interval) {
       send_one(wire::encode_heartbeat(0), "Heartbeat");

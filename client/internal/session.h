@@ -21,6 +21,7 @@
 #include <gt/export.h>
 
 #include "client/internal/batch_queue.h"
+#include "common/instruction_log.h"
 #include "common/wire.h"
 
 namespace gt::client {
@@ -154,7 +155,8 @@ class GT_API Session : public std::enable_shared_from_this<Session> {
   void wake() noexcept;
   void check_usable() const;
   uint64_t register_waiter(Waiter& w);
-  void wait(Waiter& w);
+  /// Waits for `w`; logs a WAIT event of that `kind` (Fetch, Sync, Stats).
+  void wait(Waiter& w, std::string_view kind, uint64_t request);
   [[noreturn]] void throw_remote(std::vector<wire::FailureInfo> errors);
 
   // IO thread.
@@ -171,6 +173,9 @@ class GT_API Session : public std::enable_shared_from_this<Session> {
 
   const SessionOptions options_;
   std::shared_ptr<spdlog::logger> log_;
+  // GT_INSTRUCTION_LOG (docs/instruction_log.md): null when off. Written by
+  // the IO thread (SEND, RECV) and by threads waiting for replies (WAIT).
+  std::unique_ptr<InstructionLog> ilog_;
   zmq::context_t context_;
   int wake_fd_ = -1;
   BatchQueue queue_;

@@ -66,10 +66,36 @@ TestCluster::TestCluster(int workers, std::map<std::string, std::string> env)
   for (int i = 0; i < workers; ++i) add_worker();
 }
 
+void TestCluster::terminate(std::chrono::milliseconds grace) {
+  std::vector<pid_t*> all;
+  for (pid_t& p : workers_) all.push_back(&p);
+  all.push_back(&dispatcher_);
+  for (pid_t* p : all) {
+    if (*p > 0) kill(*p, SIGTERM);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  for (pid_t* p : all) {
+    if (*p <= 0) continue;
+    while (waitpid(*p, nullptr, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        kill(*p, SIGKILL);
+        waitpid(*p, nullptr, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    *p = -1;  // reaped: never signalled again (the pid may be reused)
+  }
+}
+
 TestCluster::~TestCluster() {
-  for (pid_t p : workers_) kill(p, SIGKILL);
+  for (pid_t p : workers_) {
+    if (p > 0) kill(p, SIGKILL);
+  }
   if (dispatcher_ > 0) kill(dispatcher_, SIGKILL);
-  for (pid_t p : workers_) waitpid(p, nullptr, 0);
+  for (pid_t p : workers_) {
+    if (p > 0) waitpid(p, nullptr, 0);
+  }
   if (dispatcher_ > 0) waitpid(dispatcher_, nullptr, 0);
   std::error_code ec;
   std::filesystem::remove_all(dir_, ec);

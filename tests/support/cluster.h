@@ -37,6 +37,10 @@ class TestCluster {
   int add_worker();
   /// Sends `signal` to worker i (SIGKILL simulates a crash).
   void kill_worker(int i, int signal);
+  /// Stops every process with SIGTERM, as an operator would, and waits for
+  /// them to exit (SIGKILL after `grace`); the destructor then has nothing
+  /// left to kill. For tests that read what processes write as they exit.
+  void terminate(std::chrono::milliseconds grace = std::chrono::seconds(10));
   pid_t dispatcher_pid() const { return dispatcher_; }
   const std::vector<pid_t>& worker_pids() const { return workers_; }
   /// Whole log of the dispatcher / of worker i so far.

@@ -1,6 +1,7 @@
 #include "worker/jit/compile_service.h"
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <exception>
@@ -79,6 +80,10 @@ std::optional<Promotion> CompileService::submit(uint64_t session, Chain chain,
         debug_line("fallback: chain " + hex(p.escaping) + " stays eager: its loop body has " +
                    std::to_string(variants.size()) + " compiled variants already " +
                    "(GT_RECOMPILE_LIMIT=" + std::to_string(options_.recompile_limit) + ")");
+        log_event("COMPILE", "Limited",
+                  "session=" + std::to_string(session) + " sequence=" + hex(p.escaping).substr(0, 12) +
+                      " ops=" + std::to_string(chain.ops.size()) +
+                      " variants=" + std::to_string(variants.size()));
         return std::nullopt;
       }
       variants.push_back(p.escaping);
@@ -93,6 +98,18 @@ std::optional<Promotion> CompileService::submit(uint64_t session, Chain chain,
     debug_line("hot path detected: chain " + hex(p.escaping) + ", " + std::to_string(ops) +
                " ops, " + std::to_string(repetitions) + " repetitions, session " +
                std::to_string(session));
+    log_event("HOTPATH", "Detected",
+              "session=" + std::to_string(session) + " sequence=" + hex(p.escaping).substr(0, 12) +
+                  " ops=" + std::to_string(ops) + " repetitions=" + std::to_string(repetitions));
+    if (!unit_of_.contains(p.escaping)) {
+      if (units_.size() >= kMaxSummaries) {
+        unit_of_.erase(units_.front().digest);
+        units_.pop_front();
+      }
+      units_.push_back(UnitSummary{p.escaping, ops, "compiling", -1});
+      unit_of_[p.escaping] = p.escaping;
+      if (elide) unit_of_[p.elided] = p.escaping;
+    }
   }
   wake_.notify_one();
   return p;
@@ -147,6 +164,17 @@ void CompileService::report_trial(uint64_t digest, double compiled_ms, double ea
   {
     std::lock_guard lock(mutex_);
     if (!kept) ++stats_.dropped;
+    if (UnitSummary* u = unit_locked(digest)) {
+      u->state = kept ? "kept" : "dropped";
+      u->speedup = eager_ms / std::max(compiled_ms, 1e-9);
+    }
+  }
+  {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "sequence=%s speedup=%.3f compiled_ms=%.3f eager_ms=%.3f",
+                  hex(digest).substr(0, 12).c_str(), eager_ms / std::max(compiled_ms, 1e-9),
+                  compiled_ms, eager_ms);
+    log_event("COMPILE", kept ? "Kept" : "Dropped", buf);
   }
   char buf[200];
   std::snprintf(buf, sizeof buf,
@@ -206,6 +234,11 @@ void CompileService::compile(Job& job) {
   const bool all_escape = !job.chain.has_dead_values();
   debug_line("compile start: chain " + name +
              (all_escape ? " (every value materialised)" : " (dead values elided)"));
+  const std::string sequence = name.substr(0, 12);
+  const char* variant = all_escape ? "escaping" : "elided";
+  log_event("COMPILE", "Starting",
+            "sequence=" + sequence + " ops=" + std::to_string(job.chain.ops.size()) +
+                " variant=" + variant);
   std::shared_ptr<const CompiledChain> compiled;
   std::string error;
   try {
@@ -230,6 +263,9 @@ void CompileService::compile(Job& job) {
     log_->warn("[worker {}] JIT: compiling chain {} ({} ops) failed, it stays eager: {}", worker_.load(),
                name, job.chain.ops.size(), error);
     debug_line("fallback: chain " + name + " stays eager (compile failed)");
+    if (UnitSummary* u = unit_locked(digest)) u->state = "failed";
+    log_event("COMPILE", "Failed",
+              "sequence=" + sequence + " variant=" + variant + " what=" + error);
     return;
   }
   ++stats_.compiled;
@@ -240,7 +276,39 @@ void CompileService::compile(Job& job) {
              std::to_string(g.fused_groups()) + " fused groups covering " +
              std::to_string(g.fused_ops()) + " of " + std::to_string(job.chain.ops.size()) +
              " ops");
+  if (UnitSummary* u = unit_locked(digest); u && u->state == "compiling") u->state = "trial";
+  log_event("COMPILE", "Done",
+            "sequence=" + sequence + " variant=" + variant +
+                " groups=" + std::to_string(g.fused_groups()) +
+                " fused=" + std::to_string(g.fused_ops()) +
+                " ms=" + std::to_string(std::llround(ms(compiled->compile_time()))) +
+                " cache=" + (compiled->cache_hit() ? "hit" : "miss"));
   chains_[digest] = std::move(compiled);
+}
+
+void CompileService::set_instruction_log(std::shared_ptr<InstructionLog> log, bool events) {
+  std::lock_guard lock(log_mutex_);
+  ilog_ = events ? std::move(log) : nullptr;
+}
+
+void CompileService::log_event(std::string_view event, std::string_view kind,
+                               const std::string& details) const {
+  std::lock_guard lock(log_mutex_);
+  if (ilog_) ilog_->record(event, kind, "", details);
+}
+
+UnitSummary* CompileService::unit_locked(uint64_t digest) {
+  auto it = unit_of_.find(digest);
+  if (it == unit_of_.end()) return nullptr;
+  for (UnitSummary& u : units_) {
+    if (u.digest == it->second) return &u;
+  }
+  return nullptr;
+}
+
+std::vector<UnitSummary> CompileService::unit_summaries() const {
+  std::lock_guard lock(mutex_);
+  return {units_.begin(), units_.end()};
 }
 
 void CompileService::debug_line(const std::string& line) const {

@@ -31,6 +31,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/instruction_log.h"
 #include "worker/jit/chain.h"
 #include "worker/jit/compiled_chain.h"
 #include "worker/jit/compiler_cpu.h"
@@ -83,6 +84,16 @@ struct Promotion {
   uint64_t elided = 0;
 };
 
+/// One promoted unit, for STATS and `gt top`: its escaping digest, op count,
+/// where it stands ("compiling", "trial", "kept", "dropped", "failed") and
+/// the trial's speedup (eager / compiled; negative before the trial ends).
+struct UnitSummary {
+  uint64_t digest = 0;
+  size_t ops = 0;
+  std::string state;
+  double speedup = -1;
+};
+
 /// Where a submitted chain stands.
 enum class ChainState { Unknown, Pending, Ready, Failed };
 
@@ -127,6 +138,12 @@ class CompileService {
   void report_verify(uint64_t digest, double max_abs_difference,
                      const std::optional<std::string>& mismatch);
   const JitOptions& options() const { return options_; }
+  /// Where JIT events go (HOTPATH, COMPILE: docs/instruction_log.md); `events`
+  /// false or a null log: nowhere. Any thread.
+  void set_instruction_log(std::shared_ptr<InstructionLog> log, bool events);
+  /// Every promoted unit, in promotion order (at most kMaxSummaries, newest kept).
+  std::vector<UnitSummary> unit_summaries() const;
+  static constexpr size_t kMaxSummaries = 64;
   /// The worker index named in messages (known once the dispatcher welcomes us).
   void set_worker(int worker) { worker_.store(worker, std::memory_order_relaxed); }
 
@@ -143,6 +160,10 @@ class CompileService {
   /// Queues one chain unless it is known; mutex_ held.
   void enqueue(Chain chain, uint64_t digest, uint64_t sibling);
   void debug_line(const std::string& line) const;
+  /// Records a JIT event in the instruction log, when one is set.
+  void log_event(std::string_view event, std::string_view kind, const std::string& details) const;
+  /// The summary of the unit a variant digest belongs to; mutex_ held.
+  UnitSummary* unit_locked(uint64_t digest);
 
   const JitOptions options_;
   std::atomic<int> worker_;
@@ -162,6 +183,10 @@ class CompileService {
   // variants submitted so far (GT_RECOMPILE_LIMIT).
   std::unordered_map<uint64_t, std::vector<uint64_t>> variants_;
   JitStats stats_;                   // guarded by mutex_
+  std::deque<UnitSummary> units_;    // guarded by mutex_: unit_summaries()
+  std::unordered_map<uint64_t, uint64_t> unit_of_;  // guarded by mutex_: variant -> unit digest
+  mutable std::mutex log_mutex_;
+  std::shared_ptr<InstructionLog> ilog_;  // guarded by log_mutex_; null: no events
   std::thread thread_;               // last: starts once everything above exists
 };
 

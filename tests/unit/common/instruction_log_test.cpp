@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -368,6 +369,19 @@ TEST_CASE("instruction log record_raw cost on the recording thread", "[instructi
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
   }
   const double ns = recording_ns / kRecords;
+  // The writer's side: a queue of events formatted and written by flush().
+  log.flush();
+  const auto q0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kBurst; ++i) log.record_raw(e);
+  const auto q1 = std::chrono::steady_clock::now();
+  log.flush();
+  const double drain_ns =
+      std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - q1).count() /
+      kBurst;
+  const double queue_ns =
+      std::chrono::duration<double, std::nano>(q1 - q0).count() / kBurst;
+  WARN("instruction log: " << drain_ns << " ns per raw event to format both lines and write "
+                           << "them (queued in " << queue_ns << " ns each)");
   const auto f0 = std::chrono::steady_clock::now();
   log.flush();
   const double format_ns =
@@ -399,6 +413,64 @@ TEST_CASE("instruction log raw events format their details", "[instruction_log][
   b.dur_ns = 7;
   CHECK(gt::raw_details(b) == "n=120 bytes=4096 req=5 worker=0 dur_us=0.007");
   CHECK(gt::raw_details(gt::RawEvent{}).empty());
+}
+
+TEST_CASE("instruction log writes raw events that parse back", "[instruction_log][unit]") {
+  TempDir dir;
+  const std::string base = (dir.path / "raw").string();
+  std::vector<gt::RawEvent> sent;
+  std::string json_path, text_path;
+  {
+    InstructionLog log("WORKER 12", base);
+    json_path = log.json_path();
+    text_path = log.text_path();
+    for (int i = 0; i < 300; ++i) {
+      gt::RawEvent e;
+      e.event = i % 3 == 0 ? "EXEC" : (i % 3 == 1 ? "RECV" : "FREE");
+      e.kind = i % 3 == 0 ? "Op" : (i % 3 == 1 ? "Batch" : "Free");
+      e.op = i % 3 == 0 ? "matmul" : "";
+      e.session = static_cast<uint64_t>(i % 5);
+      e.n_in = static_cast<uint16_t>(i % 7);
+      for (int k = 0; k < gt::RawEvent::kMaxIds; ++k) e.in[k] = 1000000000000ull + i + k;
+      e.n_out = static_cast<uint16_t>(i % 2);
+      e.out[0] = static_cast<uint64_t>(i);
+      e.ndim = static_cast<int16_t>(i % 9 - 1);
+      for (int k = 0; k < gt::RawEvent::kMaxDims; ++k) e.shape[k] = -k + i;
+      e.n = i % 4 == 0 ? -1 : i;
+      e.bytes = i % 3 == 0 ? -1 : int64_t{1} << 40;
+      e.req = static_cast<uint64_t>(i % 2 ? 0 : i);
+      e.worker = i % 2 ? -1 : 3;
+      e.dur_ns = i % 5 == 0 ? -1 : int64_t{i} * 123457;
+      log.record_raw(e);
+      sent.push_back(e);
+    }
+  }
+  const auto json = read_lines(json_path);
+  const auto text = read_lines(text_path);
+  REQUIRE(json.size() == sent.size() + 1);  // CLOCK first
+  REQUIRE(text.size() == json.size());
+  double last = 0;
+  for (size_t i = 0; i < sent.size(); ++i) {
+    auto j = parse_json(json[i + 1]);
+    auto t = parse_text(text[i + 1]);
+    REQUIRE(j);
+    REQUIRE(t);
+    CHECK(j->event == sent[i].event);
+    CHECK(j->kind == sent[i].kind);
+    CHECK(j->op == sent[i].op);
+    CHECK(j->component == "WORKER 12");
+    CHECK(j->details == gt::raw_details(sent[i]));
+    CHECK(j->seq == i + 1);
+    CHECK(j->elapsed_s >= last);
+    last = j->elapsed_s;
+    // The text form is the same event, its time rounded to the millisecond.
+    CHECK(t->event == j->event);
+    CHECK(t->kind == j->kind);
+    CHECK(t->op == j->op);
+    CHECK(t->details == j->details);
+    CHECK(t->seq == j->seq);
+    CHECK(std::abs(t->elapsed_s - j->elapsed_s) <= 0.0005 + 1e-9);
+  }
 }
 
 TEST_CASE("instruction log tap gets JSON chunks with stats apart", "[instruction_log][unit]") {
