@@ -34,6 +34,11 @@ int main(int argc, char** argv) {
                          "How long a client may wait for enough workers to register")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{3600000}));
+  dispatcher->add_option("--events", dopts.events,
+                         "Event stream (PUB) endpoint for gt trace and gt top: auto (any free port "
+                         "on the --listen host; ipc: the listen path plus .events), off, or an "
+                         "endpoint")
+      ->capture_default_str();
   dispatcher->add_option("--endpoint-file", dopts.endpoint_file,
                          "Write the bound endpoint to this file once listening (for scripts "
                          "and tests that bind port 0)");

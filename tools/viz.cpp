@@ -390,6 +390,52 @@ std::string lower_extension(const std::string& path) {
 
 }  // namespace
 
+namespace {
+
+// Share of the timeline inside each lane's boxes: the union of the boxes
+// (they may overlap: a WAIT around another, or boxes of two runs appended).
+void compute_lane_busy(VizTimeline& t) {
+  t.lane_busy.assign(t.lanes.size(), -1.0);
+  {
+    double covered = 0, run_start = 0, run_end = -1;
+    uint32_t lane = 0;
+    auto close_lane = [&] {
+      if (run_end >= run_start) covered += run_end - run_start;
+      if (t.lane_busy[lane] >= 0) {
+        t.lane_busy[lane] = t.duration_s > 0 ? std::min(1.0, covered / t.duration_s) : 0.0;
+      }
+      covered = 0;
+      run_end = -1;
+    };
+    for (const auto& item : t.items) {
+      if (item.lane != lane) {
+        close_lane();
+        lane = item.lane;
+      }
+      if (!viz_is_box(item.style)) continue;
+      t.lane_busy[lane] = 0;
+      if (item.start_s > run_end) {
+        if (run_end >= run_start) covered += run_end - run_start;
+        run_start = item.start_s;
+        run_end = item.end_s;
+      } else {
+        run_end = std::max(run_end, item.end_s);
+      }
+    }
+    close_lane();
+  }
+
+}
+
+std::string default_title(const VizTimeline& t) {
+  const uint64_t n = t.instructions;
+  return std::to_string(n) + (n == 1 ? " instruction, " : " instructions, ") +
+         std::to_string(t.workers) + (t.workers == 1 ? " worker, " : " workers, ") +
+         format_seconds(t.duration_s) + " s";
+}
+
+}  // namespace
+
 VizTimeline load_viz_timeline(const std::vector<std::string>& inputs,
                               std::vector<std::string>& warnings) {
   if (inputs.empty()) throw Error("[viz.load] no input files: " + file_error_hint());
@@ -510,37 +556,7 @@ VizTimeline load_viz_timeline(const std::vector<std::string>& inputs,
   std::stable_sort(t.items.begin(), t.items.end(), [](const VizItem& a, const VizItem& b) {
     return a.lane != b.lane ? a.lane < b.lane : a.start_s < b.start_s;
   });
-  // Busy share: the union of each lane's boxes (they may overlap: a WAIT
-  // around another, or boxes of two runs appended).
-  t.lane_busy.assign(t.lanes.size(), -1.0);
-  {
-    double covered = 0, run_start = 0, run_end = -1;
-    uint32_t lane = 0;
-    auto close_lane = [&] {
-      if (run_end >= run_start) covered += run_end - run_start;
-      if (t.lane_busy[lane] >= 0) {
-        t.lane_busy[lane] = t.duration_s > 0 ? std::min(1.0, covered / t.duration_s) : 0.0;
-      }
-      covered = 0;
-      run_end = -1;
-    };
-    for (const auto& item : t.items) {
-      if (item.lane != lane) {
-        close_lane();
-        lane = item.lane;
-      }
-      if (!viz_is_box(item.style)) continue;
-      t.lane_busy[lane] = 0;
-      if (item.start_s > run_end) {
-        if (run_end >= run_start) covered += run_end - run_start;
-        run_start = item.start_s;
-        run_end = item.end_s;
-      } else {
-        run_end = std::max(run_end, item.end_s);
-      }
-    }
-    close_lane();
-  }
+  compute_lane_busy(t);
 
   // Logs of unrelated runs (files appended to over days, or a stale log in
   // a glob) leave one long idle stretch that squeezes the rest to nothing.
@@ -565,16 +581,49 @@ VizTimeline load_viz_timeline(const std::vector<std::string>& inputs,
     }
   }
 
-  const uint64_t n = t.instructions;
-  t.title = std::to_string(n) + (n == 1 ? " instruction, " : " instructions, ") +
-            std::to_string(t.workers) + (t.workers == 1 ? " worker, " : " workers, ") +
-            format_seconds(t.duration_s) + " s";
+  t.title = default_title(t);
   t.subtitle = "from ";
   for (size_t i = 0; i < t.inputs.size(); ++i) {
     if (i > 0) t.subtitle += ", ";
     t.subtitle += base_name(t.inputs[i]);
   }
   return t;
+}
+
+void crop_viz_timeline(VizTimeline& t, double from_s, double to_s) {
+  if (!(from_s >= 0) || !(to_s > from_s)) {
+    throw Error("[viz] the window --from " + format_seconds(from_s) + " --to " +
+                format_seconds(to_s) + " is empty: expected 0 <= from < to (seconds from the "
+                "start of the timeline)");
+  }
+  if (from_s >= t.duration_s) {
+    throw Error("[viz] --from " + format_seconds(from_s) + " is past the end of the timeline (" +
+                format_seconds(t.duration_s) + " s)");
+  }
+  to_s = std::min(to_s, t.duration_s);
+  std::vector<VizItem> kept;
+  uint64_t instructions = 0;
+  for (VizItem item : t.items) {
+    if (item.end_s < from_s || item.start_s > to_s) continue;
+    item.start_s = std::max(item.start_s, from_s) - from_s;
+    item.end_s = std::min(item.end_s, to_s) - from_s;
+    if (item.style == VizStyle::Compiled) {
+      instructions += item.ops;
+    } else if (t.events[item.event].event == "EXEC") {
+      ++instructions;
+    }
+    kept.push_back(item);
+  }
+  if (kept.empty()) {
+    throw Error("[viz] nothing happens between " + format_seconds(from_s) + " s and " +
+                format_seconds(to_s) + " s: expected a window with events");
+  }
+  t.items = std::move(kept);
+  t.instructions = instructions;
+  t.duration_s = to_s - from_s;
+  if (t.start_unix_s > 0) t.start_unix_s += from_s;
+  compute_lane_busy(t);
+  t.title = default_title(t) + " (from " + format_seconds(from_s) + " s)";
 }
 
 void add_viz_options(CLI::App& app, VizOptions& o) {
@@ -592,6 +641,11 @@ void add_viz_options(CLI::App& app, VizOptions& o) {
   app.add_option("--width", o.width,
                  "Width in pixels (png) or points (svg, pdf); the HTML page follows the window")
       ->capture_default_str();
+  app.add_option("--from", o.from_s,
+                 "Draw only from this time on (seconds from the start of the timeline)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--to", o.to_s, "Draw only up to this time (seconds; default: the end)")
+      ->check(CLI::PositiveNumber);
 }
 
 namespace {
@@ -656,6 +710,9 @@ int run_viz(const VizOptions& o) {
     std::vector<std::string> warnings;
     VizTimeline t = load_viz_timeline(o.inputs, warnings);
     for (const auto& w : warnings) std::fprintf(stderr, "gt viz: warning: %s\n", w.c_str());
+    if (o.from_s > 0 || o.to_s > 0) {
+      crop_viz_timeline(t, o.from_s, o.to_s > 0 ? o.to_s : t.duration_s);
+    }
     if (!o.title.empty()) {
       t.title = o.title;
     }

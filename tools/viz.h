@@ -25,6 +25,8 @@ struct VizOptions {
   std::string format;               // png, svg, pdf, html, chrome; empty: from the extension
   std::string title;                // empty: generated (ops, workers, duration)
   int width = 1600;                 // pixels (png) / points (svg, pdf)
+  double from_s = 0;                // window start, seconds from the timeline's start
+  double to_s = 0;                  // window end; 0: the end of the timeline
 };
 
 void add_viz_options(CLI::App& app, VizOptions& options);
@@ -132,6 +134,12 @@ struct VizTimeline {
 /// malformed lines are skipped, and a note per file goes to `warnings`.
 VizTimeline load_viz_timeline(const std::vector<std::string>& inputs,
                               std::vector<std::string>& warnings);
+
+/// Keeps the part of `t` between `from_s` and `to_s` (seconds from its
+/// start; boxes crossing the edges are clipped) and makes it start at 0;
+/// recomputes busy shares, the instruction count and the title. Throws
+/// gt::Error for an empty or out-of-range window.
+void crop_viz_timeline(VizTimeline& t, double from_s, double to_s);
 
 /// Picture formats rendered with cairo.
 enum class VizImage { Png, Svg, Pdf };

@@ -569,6 +569,29 @@ TEST_CASE("viz timeline aligns components on wall-clock time and orders lanes", 
   CHECK_THAT(t.subtitle, Contains("run.client.jsonl") && Contains("trace_20250101-120000.jsonl"));
 }
 
+TEST_CASE("viz crops the timeline to a window", "[viz][unit]") {
+  Fixture f;
+  std::vector<std::string> warnings;
+  VizTimeline t = load_viz_timeline(f.inputs, warnings);
+  // matmul runs 0.005-0.020: a window from 0.010 clips it; mul (0.215-0.220) is left out.
+  crop_viz_timeline(t, 0.010, 0.050);
+  CHECK(t.duration_s == Approx(0.040).margin(kEps));
+  const VizItem* matmul = find_item(t, "EXEC", "matmul");
+  REQUIRE(matmul != nullptr);
+  CHECK(matmul->start_s == Approx(0.0).margin(kEps));
+  CHECK(matmul->end_s == Approx(0.010).margin(kEps));
+  CHECK(find_item(t, "EXEC", "mul") == nullptr);
+  CHECK(find_item(t, "EXEC", "Compiled") == nullptr);
+  CHECK_THAT(t.title, Catch::Contains("(from 0.01 s)"));
+  for (const auto& item : t.items) {
+    CHECK(item.start_s >= 0);
+    CHECK(item.end_s <= t.duration_s + kEps);
+  }
+  VizTimeline u = load_viz_timeline(f.inputs, warnings);
+  CHECK_THROWS_WITH(crop_viz_timeline(u, 0.05, 0.01), Catch::Contains("is empty"));
+  CHECK_THROWS_WITH(crop_viz_timeline(u, 100, 200), Catch::Contains("past the end"));
+}
+
 TEST_CASE("viz places logs without CLOCK and prefers the JSON twin of a text log", "[viz][unit]") {
   TempDir dir;
   const std::vector<LogEvent> worker = {
