@@ -135,6 +135,12 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
                             ") failed: ", std::strerror(errno)));
   }
   directory_ = tmpl;
+  // Note [local cluster endpoint]
+  // The dispatcher listens on ipc://<TMPDIR or /tmp>/gt-XXXXXX/dispatcher (a
+  // private 0700 directory, removed when the cluster stops). Tools find the
+  // cluster a user means without being told: gt trace and gt top look for the
+  // newest such socket (tools/monitor.cpp). Its event stream is the same path
+  // plus ".events" (Note [event stream] in dispatcher/dispatcher.cpp).
   endpoint_ = "ipc://" + directory_ + "/dispatcher";
 
   // The environment of the children: the program's, with quiet logs by default.

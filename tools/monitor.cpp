@@ -90,7 +90,22 @@ std::string events_endpoint(const std::string& dispatcher, std::chrono::millisec
     throw Error("[monitor] the dispatcher at " + dispatcher +
                 " has no event stream (it was started with --events off)");
   }
-  return events;
+  return reachable_events_endpoint(events, dispatcher);
+}
+
+std::string reachable_events_endpoint(const std::string& events, const std::string& dispatcher) {
+  constexpr std::string_view kTcp = "tcp://";
+  if (events.rfind(kTcp, 0) != 0 || dispatcher.rfind(kTcp, 0) != 0) return events;
+  const size_t events_port = events.rfind(':');
+  const size_t dispatcher_port = dispatcher.rfind(':');
+  if (events_port == std::string::npos || dispatcher_port == std::string::npos ||
+      events_port < kTcp.size() || dispatcher_port < kTcp.size()) {
+    return events;
+  }
+  const std::string host = events.substr(kTcp.size(), events_port - kTcp.size());
+  if (host != "0.0.0.0" && host != "*" && host != "[::]" && host != "::") return events;
+  return std::string(kTcp) + dispatcher.substr(kTcp.size(), dispatcher_port - kTcp.size()) +
+         events.substr(events_port);
 }
 
 struct EventSubscriber::Impl {

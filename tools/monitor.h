@@ -26,6 +26,11 @@ std::string resolve_dispatcher(const std::string& endpoint);
 /// answer within `timeout` or answers with an error.
 std::string events_endpoint(const std::string& dispatcher, std::chrono::milliseconds timeout);
 
+/// The event stream endpoint as this tool can reach it: a dispatcher bound
+/// on all interfaces advertises tcp://0.0.0.0:PORT (or *, [::]); the tool
+/// connects to the host it reached the dispatcher at instead.
+std::string reachable_events_endpoint(const std::string& events, const std::string& dispatcher);
+
 /// A SUB socket on a dispatcher's event stream.
 class EventSubscriber {
  public:

@@ -98,8 +98,12 @@ struct Item {
   Frames frames;       // a verified Batch, Bye or StatsRequest (header + data frames)
   bool reset = false;  // (re-)registered: drop every session, take `index`
   int index = -1;
-  // Note [worker events]: a new log or new TraceControl flags.
-  bool trace = false;
+};
+
+// Note [worker events]: the log and TraceControl flags the executor should
+// use. Not queued with the messages: a worker far behind (a client that ran
+// ahead) must start producing STATS now, not after its backlog.
+struct TraceConfig {
   std::shared_ptr<InstructionLog> log;
   bool events = false, stats = false;
 };
@@ -114,10 +118,12 @@ struct Item {
 // instructions per category while STATS are wanted; the compile service logs
 // HOTPATH and COMPILE. The tap runs on the log's writer thread and hands
 // JSON chunks to the IO thread (trace_chunks), which sends them to the
-// dispatcher as TraceEvents. While STATS are wanted the executor thread
-// records a STATS event every kStatsPeriod, between messages (so a long
-// instruction delays it, never the reverse). With no files and no
-// subscriber, nothing is recorded and nothing is timed.
+// dispatcher as TraceEvents. A TraceControl reaches the executor as a
+// TraceConfig it checks between messages (not in the message queue, which may
+// hold a long backlog). While STATS are wanted the executor thread records a
+// STATS event every kStatsPeriod, between messages (so a long instruction
+// delays it, never the reverse). With no files and no subscriber, nothing is
+// recorded and nothing is timed.
 constexpr auto kStatsPeriod = std::chrono::milliseconds(250);
 
 // The details of a worker's STATS event (docs/instruction_log.md, "Events").
@@ -238,6 +244,8 @@ struct Worker::Impl {
   std::mutex queue_mutex;
   std::condition_variable queue_cv;
   std::deque<Item> queue;                      // guarded by queue_mutex
+  TraceConfig trace_config;                    // guarded by queue_mutex
+  std::atomic<bool> trace_changed{false};      // set under queue_mutex; read without it first
   bool executor_stop = false;                  // guarded by queue_mutex
   std::atomic<bool> executor_stopping{false};  // lets a blocked reply send give up
 
@@ -282,12 +290,12 @@ void Worker::Impl::set_trace(bool events, bool stats) {
   } else {
     ilog->set_tap({});
   }
-  Item item;
-  item.trace = true;
-  item.log = ilog;
-  item.events = events;
-  item.stats = stats;
-  push_item(std::move(item));
+  {
+    std::lock_guard lock(queue_mutex);
+    trace_config = TraceConfig{ilog, events, stats};
+    trace_changed = true;
+  }
+  queue_cv.notify_one();
 }
 
 void Worker::Impl::push_item(Item item) {
@@ -345,10 +353,55 @@ void Worker::Impl::executor_main() {
     auto last_stats = next_stats;
     uint64_t last_instructions = 0;
     std::array<int64_t, Executor::kUtilCategories> last_busy{};
+    // Checked between messages too: a client far ahead queues many batches
+    // at once, and STATS must keep coming while the worker works them off.
+    // Takes a new TraceConfig from the IO thread, if there is one.
+    const auto apply_trace = [&] {
+      if (!trace_changed.load(std::memory_order_relaxed)) return;  // once per message
+      TraceConfig config;
+      {
+        std::lock_guard lock(queue_mutex);
+        trace_changed = false;
+        config = trace_config;
+      }
+      ilog = config.log;
+      const bool events = ilog && (ilog->has_files() || config.events);
+      executor.set_instruction_log(ilog, events, config.stats);
+      if (jit) jit->set_instruction_log(ilog, events);
+      const bool was = want_stats;
+      want_stats = ilog && config.stats;
+      if (want_stats && !was) {
+        last_stats = std::chrono::steady_clock::now();
+        next_stats = last_stats + kStatsPeriod;
+        last_instructions = executor.instructions_executed();
+        last_busy = executor.busy_ns();
+      }
+    };
+    // `unprocessed`: messages taken from the queue but not run yet.
+    const auto maybe_record_stats = [&](size_t unprocessed) {
+      apply_trace();
+      const auto now = std::chrono::steady_clock::now();
+      if (!want_stats || now < next_stats) return;
+      size_t queued = unprocessed;
+      {
+        std::lock_guard lock(queue_mutex);
+        queued += queue.size();
+      }
+      std::array<int64_t, Executor::kUtilCategories> busy = executor.busy_ns();
+      for (int i = 0; i < Executor::kUtilCategories; ++i) busy[i] -= last_busy[i];
+      ilog->record("STATS", "Worker", "",
+                   stats_details(executor, jit.get(), options.device, queued,
+                                 std::chrono::duration<double>(now - last_stats).count(),
+                                 executor.instructions_executed() - last_instructions, busy));
+      last_stats = now;
+      next_stats = now + kStatsPeriod;
+      last_instructions = executor.instructions_executed();
+      last_busy = executor.busy_ns();
+    };
     for (;;) {
       {
         std::unique_lock lock(queue_mutex);
-        const auto ready = [&] { return executor_stop || !queue.empty(); };
+        const auto ready = [&] { return executor_stop || !queue.empty() || trace_changed; };
         if (want_stats) {
           queue_cv.wait_until(lock, next_stats, ready);
         } else {
@@ -357,23 +410,10 @@ void Worker::Impl::executor_main() {
         if (executor_stop) break;
         work.swap(queue);
       }
-      for (Item& item : work) {
+      apply_trace();
+      for (size_t position = 0; position < work.size(); ++position) {
+        Item& item = work[position];
         if (executor_stopping.load(std::memory_order_relaxed)) break;
-        if (item.trace) {
-          ilog = item.log;
-          const bool events = ilog && (ilog->has_files() || item.events);
-          executor.set_instruction_log(ilog, events, item.stats);
-          if (jit) jit->set_instruction_log(ilog, events);
-          const bool was = want_stats;
-          want_stats = ilog && item.stats;
-          if (want_stats && !was) {
-            last_stats = std::chrono::steady_clock::now();
-            next_stats = last_stats + kStatsPeriod;
-            last_instructions = executor.instructions_executed();
-            last_busy = executor.busy_ns();
-          }
-          continue;
-        }
         if (item.reset) {
           if (executor.session_count() > 0) {
             log->warn("[worker] dropping {} sessions: registered again as worker={}",
@@ -394,26 +434,10 @@ void Worker::Impl::executor_main() {
           continue;
         }
         executor.handle_verified(*msg, std::span(item.frames).subspan(1), sink, &item.frames[0]);
+        maybe_record_stats(work.size() - position - 1);
       }
       work.clear();
-      const auto now = std::chrono::steady_clock::now();
-      if (want_stats && now >= next_stats) {
-        size_t queued = 0;
-        {
-          std::lock_guard lock(queue_mutex);
-          queued = queue.size();
-        }
-        std::array<int64_t, Executor::kUtilCategories> busy = executor.busy_ns();
-        for (int i = 0; i < Executor::kUtilCategories; ++i) busy[i] -= last_busy[i];
-        ilog->record("STATS", "Worker", "",
-                     stats_details(executor, jit.get(), options.device, queued,
-                                   std::chrono::duration<double>(now - last_stats).count(),
-                                   executor.instructions_executed() - last_instructions, busy));
-        last_stats = now;
-        next_stats = now + kStatsPeriod;
-        last_instructions = executor.instructions_executed();
-        last_busy = executor.busy_ns();
-      }
+      maybe_record_stats(0);
     }
   } catch (...) {
     std::lock_guard lock(queue_mutex);
