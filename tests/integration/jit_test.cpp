@@ -20,6 +20,7 @@
 #include <string>
 
 #include "tests/support/cluster.h"
+#include "tests/support/temp_dir.h"
 
 using gt::test::fetch_double;
 using gt::test::to_gt;
@@ -28,18 +29,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// A private cache dir per test, removed at the end.
-struct TempDir {
-  TempDir() {
-    char tmpl[] = "/tmp/gt-jit-test-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string path;
-};
+using gt::test::TempDir;
 
 std::map<std::string, std::string> jit_env(const std::string& cache, const char* mode) {
   return {{mode, "1"}, {"GT_DEBUG_COMPILE", "1"}, {"GT_COMPILE_CACHE_DIR", cache}};

@@ -24,24 +24,14 @@
 #include "common/instruction_log.h"
 #include "tests/support/cluster.h"
 #include "tools/monitor.h"
+#include "tests/support/temp_dir.h"
 
 namespace {
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "gt-trace-test-XXXXXX").string();
-    REQUIRE(::mkdtemp(t.data()) != nullptr);
-    path = t;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using gt::test::TempDir;
 
 std::vector<std::string> read_lines(const fs::path& p) {
   std::ifstream in(p);

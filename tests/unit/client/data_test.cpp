@@ -17,6 +17,7 @@
 #include "client/internal/api.h"
 #include "fake_dispatcher.h"
 #include "common/env.h"
+#include "tests/support/temp_dir.h"
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -28,22 +29,7 @@ using gt::ScopedEnv;
 
 namespace {
 
-// A fresh directory under TMPDIR, removed with its files at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("gt_data_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using gt::test::TempDir;
 
 void put32(std::vector<uint8_t>& out, uint32_t v) {
   out.push_back(uint8_t(v >> 24));

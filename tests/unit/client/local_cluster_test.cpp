@@ -13,6 +13,7 @@
 
 #include "client/internal/local_cluster.h"
 #include "client/internal/session.h"
+#include "tests/support/temp_dir.h"
 
 namespace fs = std::filesystem;
 using namespace gt::client;
@@ -20,19 +21,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// A scratch directory removed at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "gt-client-test-XXXXXX").string();
-    REQUIRE(::mkdtemp(t.data()));
-    path = t;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using gt::test::TempDir;
 
 std::string write_script(const fs::path& path, const std::string& body) {
   fs::create_directories(path.parent_path());

@@ -17,6 +17,7 @@
 
 #include "common/instruction_log.h"
 #include "common/env.h"
+#include "tests/support/temp_dir.h"
 
 using namespace gt;
 
@@ -24,19 +25,7 @@ using gt::ScopedEnv;
 
 namespace {
 
-// A fresh directory under TMPDIR, removed with its files at the end.
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "gt-ilog-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
+using gt::test::TempDir;
 
 std::vector<std::string> read_lines(const std::string& path) {
   std::ifstream in(path);

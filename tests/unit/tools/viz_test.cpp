@@ -28,6 +28,7 @@
 
 #include "common/instruction_log.h"
 #include "tools/viz.h"
+#include "tests/support/temp_dir.h"
 
 using namespace gt;
 using namespace gt::tools;
@@ -37,20 +38,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh directory under TMPDIR, removed with its files at the end.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "gt-viz-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using gt::test::TempDir;
 
 std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -23,6 +23,7 @@
 #include "worker/jit/graph.h"
 #include "worker/kernels.h"
 #include "common/env.h"
+#include "tests/support/temp_dir.h"
 
 namespace gt::worker::jit::test {
 namespace {
@@ -37,19 +38,7 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-/// A fresh cache dir per test, removed afterwards.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "gt-jit-test-XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using gt::test::TempDir;
 
 CpuCompilerConfig config_in(const fs::path& dir) {
   CpuCompilerConfig c;

@@ -10,24 +10,14 @@
 
 #include "tests/unit/worker/worker_test_support.h"
 #include "worker/jit/compile_service.h"
+#include "tests/support/temp_dir.h"
 
 namespace gt::worker::test {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "gt-jit-exec-test-XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using gt::test::TempDir;
 
 // GT_COMPILE=1 (promote at the first repetition) without the timed trial, so
 // that every matched unit after the compile runs compiled.
