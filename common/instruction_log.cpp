@@ -8,6 +8,7 @@
 #include <system_error>
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <gt/error.h>
@@ -880,6 +881,10 @@ uint64_t InstructionLog::dropped() const {
 }
 
 void InstructionLog::writer_main() {
+  // Formatting is the log's main cost; at a lower priority it takes the CPU
+  // the program leaves idle (queues absorb bursts), instead of competing with
+  // the threads that do the work. Linux applies nice per thread.
+  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kWriterNice);
   std::unique_lock lock(mutex_);
   while (!stopping_) {
     wake_.wait_for(lock, std::chrono::milliseconds(100),

@@ -219,6 +219,8 @@ class InstructionLog {
   /// Events lost because the writer fell behind.
   uint64_t dropped() const;
 
+  /// Nice value of the writer thread (Note [raw events]).
+  static constexpr int kWriterNice = 10;
   /// Queued events that wake the writer before its period ends.
   static constexpr size_t kWakeQueued = 8192;
   /// Queued events beyond which new ones are dropped.
