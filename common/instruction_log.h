@@ -147,9 +147,10 @@ void append_raw_details(std::string& out, const RawEvent& e);
 ///
 /// Note [raw events]
 /// Events are stamped (sequence number, time) under a mutex and queued
-/// unformatted; a background thread formats and writes them every 100 ms (or
-/// sooner when many are queued), so a hot path pays for a clock read, a lock
-/// and a copy of a RawEvent (about 0.1 us), not for formatting. record()
+/// unformatted; a background thread (at nice kWriterNice, so it uses the CPU
+/// the program leaves idle) formats and writes them every 100 ms (or sooner
+/// when many are queued), so a hot path pays for a clock read, a lock and a
+/// copy of a RawEvent (about 0.1 us), not for formatting. record()
 /// takes arbitrary strings (one allocation); record_raw() takes a RawEvent.
 /// Both go through the same queue, so the files keep sequence order. If the
 /// writer falls behind by more than kMaxQueued events, newer events are
