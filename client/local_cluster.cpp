@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include <dlfcn.h>
@@ -141,7 +142,7 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
   // cluster a user means without being told: gt trace and gt top look for the
   // newest such socket (tools/monitor.cpp). Its event stream is the same path
   // plus ".events" (Note [event stream] in dispatcher/dispatcher.cpp).
-  endpoint_ = "ipc://" + directory_ + "/dispatcher";
+  endpoint_ = options_.listen.empty() ? "ipc://" + directory_ + "/dispatcher" : options_.listen;
 
   // The environment of the children: the program's, with quiet logs by default.
   std::vector<std::string> envp;
@@ -151,13 +152,44 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
     if (std::strncmp(*e, "GT_LOG_LEVEL=", 13) == 0) has_level = true;
   }
   if (!has_level) envp.emplace_back("GT_LOG_LEVEL=warn");
+  for (const auto& e : options_.env) {
+    // Replaces the program's value: getenv returns the first match.
+    const std::string name = e.substr(0, e.find('=') + 1);
+    std::erase_if(envp, [&](const std::string& x) { return x.rfind(name, 0) == 0; });
+    envp.push_back(e);
+  }
   std::vector<std::string> worker_envp = envp;
   add_worker_env_defaults(worker_envp);  // Note [worker thread pools] in common/env.h
 
   try {
     children_.reserve(1 + options_.workers);
     children_.push_back(Child{"dispatcher", "", -1});
-    spawn(children_.back(), {options_.executable, "dispatcher", "--listen", endpoint_}, envp);
+    const std::string endpoint_file = directory_ + "/endpoint";
+    spawn(children_.back(),
+          {options_.executable, "dispatcher", "--listen", endpoint_, "--endpoint-file",
+           endpoint_file},
+          envp);
+    if (endpoint_.rfind("tcp://", 0) == 0) {
+      // The bound endpoint resolves a port of 0 (and is what workers must use).
+      const auto deadline =
+          std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.start_timeout_ms);
+      std::string bound;
+      while (bound.empty()) {
+        std::ifstream in(endpoint_file);
+        std::getline(in, bound);
+        if (!bound.empty()) break;
+        if (auto dead = dead_dispatcher()) {
+          throw Error(detail::cat("[client.local_cluster] the dispatcher failed to start: ",
+                                  *dead));
+        }
+        if (std::chrono::steady_clock::now() > deadline) {
+          throw Error(detail::cat("[client.local_cluster] the dispatcher did not bind ",
+                                  endpoint_, " within ", options_.start_timeout_ms, " ms"));
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      endpoint_ = bound;
+    }
     for (int i = 0; i < options_.workers; ++i) {
       children_.push_back(Child{detail::cat("worker ", i), "", -1});
       spawn(children_.back(),

@@ -77,6 +77,11 @@ const Message* decode(zmq::message_t& frame) {
                         " instructions exceeds the limit of " +
                         std::to_string(kMaxInstructionsPerBatch));
   }
+  if (const auto* g = msg->body_as_StoreGet();
+      g && g->keys() && g->keys()->size() > kMaxStoreKeysPerGet) {
+    throw ProtocolError("[wire.decode] store get of " + std::to_string(g->keys()->size()) +
+                        " keys exceeds the limit of " + std::to_string(kMaxStoreKeysPerGet));
+  }
   if (const auto* r = msg->body_as_StatsReply();
       r && r->workers() && r->workers()->size() > kMaxStatsWorkers) {
     throw ProtocolError("[wire.decode] stats reply with " +
@@ -111,6 +116,43 @@ zmq::message_t encode_welcome(uint64_t session, int worker, uint32_t workers,
 zmq::message_t encode_trace_control(bool events, bool stats) {
   flatbuffers::FlatBufferBuilder fbb(64);
   return wrap(fbb, 0, CreateTraceControl(fbb, events, stats));
+}
+
+zmq::message_t encode_store_set(std::string_view key, std::span<const char> value) {
+  flatbuffers::FlatBufferBuilder fbb(64 + key.size() + value.size());
+  auto k = fbb.CreateString(key.data(), key.size());
+  auto v = fbb.CreateVector(reinterpret_cast<const uint8_t*>(value.data()), value.size());
+  return wrap(fbb, 0, CreateStoreSet(fbb, k, v));
+}
+
+zmq::message_t encode_store_get(uint64_t request, std::span<const std::string> keys,
+                                uint32_t timeout_ms) {
+  flatbuffers::FlatBufferBuilder fbb(64);
+  std::vector<flatbuffers::Offset<flatbuffers::String>> ks;
+  ks.reserve(keys.size());
+  for (const auto& k : keys) ks.push_back(fbb.CreateString(k));
+  auto kv = fbb.CreateVector(ks);
+  return wrap(fbb, 0, CreateStoreGet(fbb, request, kv, timeout_ms));
+}
+
+zmq::message_t encode_store_reply(uint64_t request, std::span<const std::string> keys,
+                                  std::span<const std::string> values,
+                                  std::span<const std::string> missing) {
+  flatbuffers::FlatBufferBuilder fbb(128);
+  std::vector<flatbuffers::Offset<StoreEntry>> entries;
+  if (missing.empty()) {
+    for (size_t i = 0; i < keys.size() && i < values.size(); ++i) {
+      auto k = fbb.CreateString(keys[i]);
+      auto v = fbb.CreateVector(reinterpret_cast<const uint8_t*>(values[i].data()),
+                                values[i].size());
+      entries.push_back(CreateStoreEntry(fbb, k, v));
+    }
+  }
+  std::vector<flatbuffers::Offset<flatbuffers::String>> miss;
+  for (const auto& m : missing) miss.push_back(fbb.CreateString(m));
+  auto ev = fbb.CreateVector(entries);
+  auto mv = fbb.CreateVector(miss);
+  return wrap(fbb, 0, CreateStoreReply(fbb, request, ev, mv));
 }
 
 zmq::message_t encode_trace_events(std::string_view events, std::string_view stats) {

@@ -20,7 +20,7 @@
 namespace gt::wire {
 
 /// Bumped whenever a message, field, op code or status changes meaning.
-inline constexpr uint32_t kProtocolVersion = 4;
+inline constexpr uint32_t kProtocolVersion = 5;
 static_assert(kNumOps == 81, "op table changed: bump kProtocolVersion, update docs/protocol.md");
 static_assert(kNumStatus == 14, "status codes changed: bump kProtocolVersion, update docs/errors.md");
 
@@ -29,6 +29,10 @@ inline constexpr size_t kMaxInstructionsPerBatch = 1 << 20;
 inline constexpr size_t kMaxHeaderBytes = size_t{1} << 30;
 inline constexpr int64_t kMaxFrameBytes = int64_t{1} << 36;
 inline constexpr size_t kMaxStatsWorkers = size_t{1} << 16;  // entries in one StatsReply
+// The rendezvous store (docs/protocol.md): small values, few keys.
+inline constexpr size_t kMaxStoreKeyBytes = 1024;
+inline constexpr size_t kMaxStoreValueBytes = size_t{1} << 20;
+inline constexpr size_t kMaxStoreKeysPerGet = 4096;
 
 using TensorId = uint64_t;
 
@@ -104,6 +108,13 @@ zmq::message_t encode_heartbeat(uint64_t session);
 zmq::message_t encode_bye(uint64_t session);
 zmq::message_t encode_stats_request(uint64_t session, uint64_t request);
 zmq::message_t encode_trace_control(bool events, bool stats);
+zmq::message_t encode_store_set(std::string_view key, std::span<const char> value);
+zmq::message_t encode_store_get(uint64_t request, std::span<const std::string> keys,
+                                uint32_t timeout_ms);
+/// `values` are those of `keys` in order (ignored when `missing` is not empty).
+zmq::message_t encode_store_reply(uint64_t request, std::span<const std::string> keys,
+                                  std::span<const std::string> values,
+                                  std::span<const std::string> missing);
 zmq::message_t encode_trace_events(std::string_view events, std::string_view stats);
 zmq::message_t encode_stats_reply(uint64_t session, uint64_t request,
                                   std::span<const WorkerStatsInfo> workers);

@@ -80,6 +80,14 @@ struct PendingHello {
   int64_t deadline_ms = 0;
 };
 
+// A StoreGet waiting for keys (Note [rendezvous store]).
+struct PendingStoreGet {
+  int worker = -1;
+  uint64_t request = 0;
+  std::vector<std::string> keys;
+  int64_t deadline_ms = 0;
+};
+
 enum class PeerRole { Client, Worker };
 
 // STATS events while a monitor subscribes (Note [event stream]).
@@ -113,6 +121,10 @@ struct Dispatcher::State {
   std::unique_ptr<InstructionLog> ilog;
 
   // run() thread only below this line.
+  // Note [rendezvous store]
+  std::unordered_map<std::string, std::string> store;
+  size_t store_bytes = 0;
+  std::vector<PendingStoreGet> store_gets;
   std::set<std::string> subscriptions;  // topic prefixes someone subscribes to
   bool want_events = false;             // someone gets the "events" topic
   bool want_stats = false;              // someone gets the "stats" topic
@@ -139,6 +151,11 @@ struct Dispatcher::State {
   void lose_worker(int index, const std::string& why);
   void fail_request(Session& s, uint64_t request, const wire::FailureInfo& f);
   void check_timers();
+  void on_store_set(int index, const wire::StoreSet* set);
+  void on_store_get(int index, const wire::StoreGet* get);
+  /// Answers a pending get if all its keys are set, or (`expired`) with the
+  /// keys still missing; true when answered.
+  bool answer_store_get(const PendingStoreGet& g, bool expired);
   void on_subscription();
   void bind_events();
   void publish(std::string_view topic, std::string_view payload);
@@ -760,6 +777,14 @@ void Dispatcher::State::on_worker(int index, const wire::Message* msg, Frames& f
     send(w.identity, wire::encode_heartbeat(0));
     return;
   }
+  if (type == wire::Body::StoreSet) {
+    on_store_set(index, msg->body_as_StoreSet());
+    return;
+  }
+  if (type == wire::Body::StoreGet) {
+    on_store_get(index, msg->body_as_StoreGet());
+    return;
+  }
   if (type == wire::Body::TraceEvents) {
     const auto* t = msg->body_as_TraceEvents();
     if (want_events && t->events()) publish("events", t->events()->string_view());
@@ -880,12 +905,87 @@ void Dispatcher::State::lose_worker(int index, const std::string& why) {
   }
 }
 
+// Note [rendezvous store]
+// Collectives between workers (Gloo, NCCL) need a key/value store for their
+// ranks to find each other: each rank publishes its listening address and
+// reads the others'. The dispatcher is that store, so a cluster needs no
+// extra service: workers send StoreSet and StoreGet (wait until every key is
+// set, up to a timeout) and get a StoreReply. Only a few hundred bytes per
+// rank pass through it; tensor data goes worker to worker. Only registered
+// workers may use it. Values live until the dispatcher stops; the store is
+// bounded (kMaxStoreBytes in all, wire::kMaxStoreKeyBytes per key,
+// wire::kMaxStoreValueBytes per value), and a set beyond the bounds gets an
+// ErrorReply naming the limit. Pending gets of a lost worker are dropped.
+constexpr size_t kMaxStoreBytes = size_t{64} << 20;
+
+void Dispatcher::State::on_store_set(int index, const wire::StoreSet* set) {
+  const std::string key = set->key() ? set->key()->str() : "";
+  const size_t value_size = set->value() ? set->value()->size() : 0;
+  std::string problem;
+  if (key.empty() || key.size() > wire::kMaxStoreKeyBytes) {
+    problem = "a store key of " + std::to_string(key.size()) + " bytes: expected 1 to " +
+              std::to_string(wire::kMaxStoreKeyBytes);
+  } else if (value_size > wire::kMaxStoreValueBytes) {
+    problem = "a store value of " + std::to_string(value_size) + " bytes for '" + key +
+              "': expected at most " + std::to_string(wire::kMaxStoreValueBytes);
+  }
+  auto it = store.find(key);
+  const size_t replaced = it == store.end() ? 0 : key.size() + it->second.size();
+  if (problem.empty() && store_bytes - replaced + key.size() + value_size > kMaxStoreBytes) {
+    problem = "the rendezvous store is full (" + std::to_string(store_bytes) + " of " +
+              std::to_string(kMaxStoreBytes) + " bytes) setting '" + key + "'";
+  }
+  if (!problem.empty()) {
+    stats.malformed.fetch_add(1);
+    log->warn("worker={} sent {}", index, problem);
+    reply_error(workers[index].identity, 0, 0,
+                wire::failure(Status::InvalidArgument, "[dispatcher] " + problem));
+    return;
+  }
+  std::string value(reinterpret_cast<const char*>(set->value() ? set->value()->data() : nullptr),
+                    value_size);
+  store_bytes = store_bytes - replaced + key.size() + value.size();
+  store[key] = std::move(value);
+  std::erase_if(store_gets, [&](const PendingStoreGet& g) { return answer_store_get(g, false); });
+}
+
+void Dispatcher::State::on_store_get(int index, const wire::StoreGet* get) {
+  PendingStoreGet g;
+  g.worker = index;
+  g.request = get->request();
+  if (get->keys()) {
+    for (const auto* k : *get->keys()) g.keys.push_back(k ? k->str() : "");
+  }
+  g.deadline_ms = now_ms() + get->timeout_ms();
+  if (!answer_store_get(g, get->timeout_ms() == 0)) store_gets.push_back(std::move(g));
+}
+
+bool Dispatcher::State::answer_store_get(const PendingStoreGet& g, bool expired) {
+  std::vector<std::string> missing, values;
+  for (const std::string& k : g.keys) {
+    auto it = store.find(k);
+    if (it == store.end()) {
+      missing.push_back(k);
+    } else {
+      values.push_back(it->second);
+    }
+  }
+  if (!missing.empty() && !expired) return false;
+  if (g.worker >= 0 && workers[g.worker].alive) {
+    send(workers[g.worker].identity, wire::encode_store_reply(g.request, g.keys, values, missing));
+  }
+  return true;
+}
+
 void Dispatcher::State::check_timers() {
   const int64_t now = now_ms();
   if (want_stats && now >= next_stats_ms) {
     record_stats();
     next_stats_ms = now + kStatsPeriodMs;
   }
+  std::erase_if(store_gets, [&](const PendingStoreGet& g) {
+    return !workers[g.worker].alive || (now >= g.deadline_ms && answer_store_get(g, true));
+  });
   for (int i = 0; i < static_cast<int>(workers.size()); ++i) {
     if (workers[i].alive && now - workers[i].last_seen_ms > env.heartbeat_timeout_ms) {
       lose_worker(i, "no heartbeat for " + std::to_string(now - workers[i].last_seen_ms) + " ms");

@@ -11,6 +11,7 @@
 #include "common/wire.h"
 #include "dispatcher/dispatcher.h"
 #include "tools/bench.h"
+#include "tools/launch.h"
 #include "tools/top.h"
 #include "tools/trace.h"
 #include "tools/viz.h"
@@ -61,6 +62,11 @@ int main(int argc, char** argv) {
       "Benchmarks: pipelined throughput, sync latency, training step (eager and with the JIT), JIT "
       "loop; printed as ratios");
   gt::tools::add_bench_options(*bench, bopts);
+
+  gt::tools::LaunchOptions lopts;
+  auto* launch = app.add_subcommand(
+      "launch", "Start a dispatcher and N workers on this machine, in the foreground (Ctrl-C stops)");
+  gt::tools::add_launch_options(*launch, lopts);
 
   gt::tools::TraceOptions topts;
   auto* trace = app.add_subcommand(
@@ -122,6 +128,7 @@ int main(int argc, char** argv) {
   if (*dispatcher) return gt::dispatcher::run_dispatcher_main(dopts);
   if (*worker) return gt::worker::run_worker_main(wopts);
   if (*bench) return gt::tools::run_bench(bopts);
+  if (*launch) return gt::tools::run_launch(lopts);
   if (*trace) return gt::tools::run_trace(topts);
   if (*viz) return gt::tools::run_viz(vopts);
   if (*top) return gt::tools::run_top(popts);

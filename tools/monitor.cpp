@@ -54,7 +54,7 @@ std::string resolve_dispatcher(const std::string& endpoint) {
       "socket is found as $TMPDIR/gt-*/dispatcher)");
 }
 
-std::string events_endpoint(const std::string& dispatcher, std::chrono::milliseconds timeout) {
+DispatcherInfo ask_dispatcher(const std::string& dispatcher, std::chrono::milliseconds timeout) {
   check_endpoint(dispatcher);
   zmq::context_t context(1);
   zmq::socket_t dealer(context, zmq::socket_type::dealer);
@@ -85,7 +85,11 @@ std::string events_endpoint(const std::string& dispatcher, std::chrono::millisec
                         std::string(wire::body_name(msg->body_type())) + ", expected Welcome");
   }
   const auto* w = msg->body_as_Welcome();
-  const std::string events = w->events() ? w->events()->str() : "";
+  return DispatcherInfo{w->events() ? w->events()->str() : "", w->workers()};
+}
+
+std::string events_endpoint(const std::string& dispatcher, std::chrono::milliseconds timeout) {
+  const std::string events = ask_dispatcher(dispatcher, timeout).events;
   if (events.empty()) {
     throw Error("[monitor] the dispatcher at " + dispatcher +
                 " has no event stream (it was started with --events off)");

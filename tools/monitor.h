@@ -21,9 +21,20 @@ namespace gt::tools {
 /// Throws gt::Error naming all three when none is found.
 std::string resolve_dispatcher(const std::string& endpoint);
 
-/// Asks the dispatcher at `dispatcher` for its event stream endpoint (Hello
-/// with role Monitor). Throws gt::Error naming the endpoint when it does not
-/// answer within `timeout` or answers with an error.
+/// What a dispatcher's Welcome to a monitor says.
+struct DispatcherInfo {
+  std::string events;    // event stream endpoint as advertised; empty: none
+  uint32_t workers = 0;  // workers registered now
+};
+
+/// One Hello with role Monitor to the dispatcher at `dispatcher`. Throws
+/// gt::Error naming the endpoint when it does not answer within `timeout` or
+/// answers with an error.
+DispatcherInfo ask_dispatcher(const std::string& dispatcher, std::chrono::milliseconds timeout);
+
+/// The dispatcher's event stream endpoint, reachable from here
+/// (reachable_events_endpoint); throws like ask_dispatcher, and when the
+/// dispatcher has no stream.
 std::string events_endpoint(const std::string& dispatcher, std::chrono::milliseconds timeout);
 
 /// The event stream endpoint as this tool can reach it: a dispatcher bound

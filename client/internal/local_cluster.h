@@ -35,9 +35,18 @@ struct GT_API LocalClusterOptions {
   int workers = 1;
   int threads_per_worker = 1;
   std::string device = "cpu";
+  /// The dispatcher's endpoint; empty: ipc://<private dir>/dispatcher. A tcp
+  /// port of 0 takes any free port: the constructor waits (up to
+  /// `start_timeout_ms`) for the dispatcher to report the port it bound.
+  std::string listen;
+  int start_timeout_ms = 30000;
+  /// Added to the children's environment ("NAME=value"), after the
+  /// program's own (so they win).
+  std::vector<std::string> env;
 };
 
-/// Child processes `gt dispatcher --listen ipc://<dir>/dispatcher` and
+/// Child processes `gt dispatcher --listen ipc://<dir>/dispatcher` (or
+/// options.listen) and
 /// `gt worker --connect <that> --device D --threads T`, in a fresh mkdtemp
 /// directory (so programs never collide). Children get PR_SET_PDEATHSIG
 /// SIGTERM, which follows the *thread* that forked: construct it on a thread
@@ -54,7 +63,8 @@ class GT_API LocalCluster {
   LocalCluster(const LocalCluster&) = delete;
   LocalCluster& operator=(const LocalCluster&) = delete;
 
-  /// The dispatcher's endpoint ("ipc://<dir>/dispatcher").
+  /// The dispatcher's endpoint ("ipc://<dir>/dispatcher", or the one bound
+  /// for options.listen).
   const std::string& endpoint() const { return endpoint_; }
   /// The private directory.
   const std::string& directory() const { return directory_; }

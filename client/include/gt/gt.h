@@ -6,6 +6,7 @@
 //   std::cout << x.matmul(x.transpose(0, 1)).relu() << "\n";
 
 #include <gt/autograd.h>
+#include <gt/config.h>
 #include <gt/data.h>
 #include <gt/debug.h>
 #include <gt/dtype.h>

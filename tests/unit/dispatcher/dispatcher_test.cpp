@@ -317,3 +317,83 @@ TEST_CASE("dispatcher answers stats with the workers left when one is lost meanw
   REQUIRE(wire::decode(f[0])->body_as_StatsReply() != nullptr);
   CHECK(wire::decode(f[0])->body_as_StatsReply()->workers()->size() == 1);
 }
+
+TEST_CASE("dispatcher serves the rendezvous store to workers", "[dispatcher][store][unit]") {
+  Running r;
+  Peer w0(r.d.endpoint()), w1(r.d.endpoint());
+  w0.send(wire::encode_hello(wire::Role::Worker, "cpu", 1, 10, "w0", 0));
+  (void)w0.recv();
+  w1.send(wire::encode_hello(wire::Role::Worker, "cpu", 1, 11, "w1", 0));
+  (void)w1.recv();
+
+  // A get waits for keys set later, by another worker.
+  const std::vector<std::string> keys = {"comm/rank0", "comm/rank1"};
+  w0.send(wire::encode_store_get(7, keys, 5000));
+  CHECK_FALSE(w0.try_recv(100).has_value());
+  const std::string addr0 = "127.0.0.1:4000", addr1(300, '\x01');  // binary values too
+  w1.send(wire::encode_store_set("comm/rank0", std::span(addr0.data(), addr0.size())));
+  CHECK_FALSE(w0.try_recv(100).has_value());  // one key is not enough
+  w1.send(wire::encode_store_set("comm/rank1", std::span(addr1.data(), addr1.size())));
+  auto f = w0.recv();
+  const auto* reply = wire::decode(f[0])->body_as_StoreReply();
+  REQUIRE(reply != nullptr);
+  CHECK(reply->request() == 7);
+  CHECK((reply->missing() == nullptr || reply->missing()->size() == 0));
+  REQUIRE(reply->entries()->size() == 2);
+  CHECK(reply->entries()->Get(0)->key()->str() == "comm/rank0");
+  const auto* v1 = reply->entries()->Get(1)->value();
+  CHECK(std::string(reinterpret_cast<const char*>(v1->data()), v1->size()) == addr1);
+
+  // Set keys answer at once; a later set replaces the value (same connection:
+  // ordered before the get).
+  const std::string again = "127.0.0.1:4001";
+  w0.send(wire::encode_store_set("comm/rank0", std::span(again.data(), again.size())));
+  w0.send(wire::encode_store_get(8, std::vector<std::string>{"comm/rank0"}, 0));
+  f = w0.recv();
+  reply = wire::decode(f[0])->body_as_StoreReply();
+  REQUIRE(reply != nullptr);
+  const auto* v = reply->entries()->Get(0)->value();
+  CHECK(std::string(reinterpret_cast<const char*>(v->data()), v->size()) == again);
+
+  // A timeout answers with the keys still missing.
+  w1.send(wire::encode_store_get(9, std::vector<std::string>{"comm/rank0", "comm/rank2"}, 150));
+  f = w1.recv();
+  reply = wire::decode(f[0])->body_as_StoreReply();
+  REQUIRE(reply != nullptr);
+  CHECK(reply->request() == 9);
+  REQUIRE(reply->missing()->size() == 1);
+  CHECK(reply->missing()->Get(0)->str() == "comm/rank2");
+
+  // Bounds: an empty key and an oversized value are refused with their sizes.
+  w0.send(wire::encode_store_set("", std::span<const char>()));
+  f = w0.recv();
+  const auto* err = wire::decode(f[0])->body_as_ErrorReply();
+  REQUIRE(err != nullptr);
+  CHECK_THAT(err->error()->message()->str(), Catch::Contains("store key of 0 bytes"));
+  const std::string big(wire::kMaxStoreValueBytes + 1, 'x');
+  w0.send(wire::encode_store_set("big", std::span(big.data(), big.size())));
+  f = w0.recv();
+  err = wire::decode(f[0])->body_as_ErrorReply();
+  REQUIRE(err != nullptr);
+  CHECK_THAT(err->error()->message()->str(), Catch::Contains("store value of"));
+}
+
+TEST_CASE("dispatcher keeps its rendezvous store from clients", "[dispatcher][store][unit]") {
+  Running r;
+  Peer w(r.d.endpoint());
+  w.send(wire::encode_hello(wire::Role::Worker, "cpu", 1, 10, "w0", 0));
+  (void)w.recv();
+  Peer client(r.d.endpoint());
+  client.send(wire::encode_hello(wire::Role::Client, "", 0, 1, "c", 1));
+  (void)client.recv();
+  const std::string v = "x";
+  client.send(wire::encode_store_set("k", std::span(v.data(), v.size())));
+  auto f = client.recv();
+  const auto* err = wire::decode(f[0])->body_as_ErrorReply();
+  REQUIRE(err != nullptr);
+  CHECK(static_cast<Status>(err->error()->code()) == Status::WrongRole);
+  // Nothing was stored: a worker's get of "k" times out.
+  w.send(wire::encode_store_get(1, std::vector<std::string>{"k"}, 0));
+  f = w.recv();
+  CHECK(wire::decode(f[0])->body_as_StoreReply()->missing()->size() == 1);
+}

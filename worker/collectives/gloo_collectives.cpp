@@ -1,0 +1,890 @@
+#include "worker/collectives/gloo_collectives.h"
+
+#include <net/if.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <numeric>
+#include <type_traits>
+#include <functional>
+#include <mutex>
+#include <utility>
+
+#include <ATen/MemoryOverlap.h>
+#include <gloo/allgather.h>
+#include <gloo/allgatherv.h>
+#include <gloo/allreduce.h>
+#include <gloo/broadcast.h>
+#include <gloo/common/error.h>
+#include <gloo/common/logging.h>
+#include <gloo/rendezvous/context.h>
+#include <gloo/rendezvous/store.h>
+#include <gloo/transport/tcp/device.h>
+#include <gloo/transport/unbound_buffer.h>
+
+#include <gt/error.h>
+
+#include "common/check.h"
+#include "common/shape.h"
+#include "worker/kernels.h"
+
+namespace gt::worker::collectives {
+namespace {
+
+using detail::cat;
+
+// Note [agreement header]
+// Gloo trusts its caller: ranks that pass different element counts to one
+// allreduce make the transport enforce-fail (on its event-loop thread, which
+// can take the process down), and ranks that pass float32 and int32 of the
+// same byte size silently reduce garbage. So before moving any data, every
+// collective exchanges a fixed-size Header among all ranks (one small Gloo
+// allgather, which also makes barrier() a one-liner; a pairwise exchange for
+// send/recv) and every rank checks the same facts on the same headers:
+// the same collective, arguments accepted on every rank, then dtype, reduce
+// op, root or dim, and shapes. All ranks therefore reach the same verdict and
+// throw the same error (naming the first rank that differs from rank 0)
+// without any data in flight, so the communicator stays usable afterwards.
+// A rank whose own arguments are invalid still takes part in the exchange,
+// flagged with a Rejection code, so its peers fail at once instead of timing
+// out; it throws std::invalid_argument with the details itself.
+// The cost is one round of small messages per collective (tens of
+// microseconds on loopback), measured by the [collectives][bench] case.
+
+// Note [tags and slots]
+// Gloo matches a send with a recv by (peer, slot). Collectives use Gloo's slot
+// prefixes (gloo/types.h, 0x01..0x08) with a tag: collective number `seq`
+// gives the header tag 2*seq and the data tag 2*seq+1 (every rank counts the
+// same collectives, so the tags agree; after a failure the communicator is
+// dead, so no stale message is ever matched against a later collective).
+// Our own point-to-point traffic uses top bytes 0x20 and up, outside Gloo's
+// range: send/recv data and headers carry the caller's 56-bit tag, and the
+// ring reduce-scatter carries its tag and step.
+constexpr uint64_t kSendSlotPrefix = 0x20;
+constexpr uint64_t kSendHeaderSlotPrefix = 0x21;
+constexpr uint64_t kReduceScatterSlotPrefix = 0x22;
+constexpr uint64_t kMaxUserTag = (uint64_t{1} << 56) - 1;
+constexpr int kMaxSize = 1 << 16;  // ring steps fit the 16 low bits of a slot
+
+constexpr uint64_t make_slot(uint64_t prefix, uint64_t low) { return (prefix << 56) | low; }
+
+/// Why a rank refused its own arguments (Note [agreement header]). Values
+/// travel between ranks: append only.
+enum class Rejection : uint8_t {
+  None = 0,
+  Undefined = 1,
+  NotCpu = 2,
+  TooManyDims = 3,
+  Dtype = 4,
+  ReduceOp = 5,
+  Dim = 6,
+  Root = 7,
+  Overlap = 8,
+};
+
+std::string_view to_string(Rejection r) {
+  switch (r) {
+    case Rejection::None: return "nothing";
+    case Rejection::Undefined: return "an undefined tensor";
+    case Rejection::NotCpu: return "a tensor that is not on the CPU";
+    case Rejection::TooManyDims: return "a tensor with too many dims";
+    case Rejection::Dtype: return "a dtype this collective does not take";
+    case Rejection::ReduceOp: return "a reduce op its dtype does not take";
+    case Rejection::Dim: return "a dim out of range";
+    case Rejection::Root: return "a root outside the communicator";
+    case Rejection::Overlap: return "a tensor whose elements share memory";
+  }
+  return "an unknown rejection";
+}
+
+/// "GTC" and the layout version in the low byte.
+constexpr uint32_t kHeaderMagic = 0x47544301;
+
+/// What one rank is about to do (Note [agreement header]). Raw bytes between
+/// ranks of the same build: fixed-width fields, no pointers.
+struct Header {
+  uint32_t magic = kHeaderMagic;
+  uint8_t collective = 0;  // Collective
+  int8_t dtype = -1;       // at::ScalarType; -1 without a tensor
+  uint8_t reduce_op = 0;   // ReduceOp
+  uint8_t rejection = 0;   // Rejection
+  int32_t arg = 0;         // broadcast: root; all_gather, reduce_scatter: wrapped dim
+  int32_t ndim = 0;
+  int64_t sizes[kMaxRank] = {};
+};
+static_assert(std::is_trivially_copyable_v<Header>);
+static_assert(sizeof(Header) == 16 + 8 * kMaxRank);
+
+std::string dtype_name(at::ScalarType t) {
+  if (auto d = to_dtype(t)) return std::string(to_string(*d));
+  return std::string(c10::toString(t));
+}
+
+std::string describe(const at::Tensor& t) {
+  if (!t.defined()) return "undefined tensor";
+  return cat(dtype_name(t.scalar_type()), " ", shape_str(t.sizes()));
+}
+
+std::string describe(const Header& h) {
+  const int32_t ndim = std::clamp<int32_t>(h.ndim, 0, kMaxRank);
+  return cat(dtype_name(static_cast<at::ScalarType>(h.dtype)), " ",
+             shape_str(std::span<const int64_t>(h.sizes, static_cast<size_t>(ndim))));
+}
+
+std::string ranks_str(const std::vector<int>& ranks) {
+  std::string out;
+  for (size_t i = 0; i < ranks.size(); ++i) out += cat(i ? ", " : "", ranks[i]);
+  return out;
+}
+
+/// Elements in one index of dim `d` of `t`: the product of the other sizes
+/// (not numel / size(d), which is 0/0 for a rank holding no rows).
+int64_t row_numel(const at::Tensor& t, int64_t d) {
+  int64_t n = 1;
+  for (int64_t i = 0; i < t.dim(); ++i) {
+    if (i != d) n *= t.size(i);
+  }
+  return n;
+}
+
+// ---- reductions ------------------------------------------------------------
+
+using ReduceFn = void (*)(void* out, const void* a, const void* b, size_t n);
+
+/// Arithmetic type of an element: float for the 16-bit floats (rounded once
+/// per pairwise step, as LibTorch does on CPU), the type itself otherwise.
+template <typename T>
+using Acc = std::conditional_t<std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>,
+                               float, T>;
+
+struct SumOp {
+  template <typename A>
+  static A apply(A x, A y) {
+    if constexpr (std::is_integral_v<A>) {
+      // Wraps on overflow like LibTorch instead of being undefined.
+      using U = std::make_unsigned_t<A>;
+      return static_cast<A>(static_cast<U>(x) + static_cast<U>(y));
+    } else {
+      return x + y;
+    }
+  }
+};
+struct ProductOp {
+  template <typename A>
+  static A apply(A x, A y) {
+    if constexpr (std::is_integral_v<A>) {
+      using U = std::make_unsigned_t<A>;
+      return static_cast<A>(static_cast<U>(x) * static_cast<U>(y));
+    } else {
+      return x * y;
+    }
+  }
+};
+struct MaxOp {
+  template <typename A>
+  static A apply(A x, A y) {
+    if constexpr (std::is_floating_point_v<A>) return (x > y || x != x) ? x : y;  // NaN wins
+    else return x > y ? x : y;
+  }
+};
+struct MinOp {
+  template <typename A>
+  static A apply(A x, A y) {
+    if constexpr (std::is_floating_point_v<A>) return (x < y || x != x) ? x : y;  // NaN wins
+    else return x < y ? x : y;
+  }
+};
+
+/// out[i] = a[i] (op) b[i]; `out` may alias `a` (Gloo's ring does that).
+template <typename T, typename Op>
+void reduce_loop(void* out, const void* a, const void* b, size_t n) {
+  T* o = static_cast<T*>(out);
+  const T* x = static_cast<const T*>(a);
+  const T* y = static_cast<const T*>(b);
+  for (size_t i = 0; i < n; ++i) {
+    o[i] = static_cast<T>(Op::apply(static_cast<Acc<T>>(x[i]), static_cast<Acc<T>>(y[i])));
+  }
+}
+
+template <typename T>
+ReduceFn reduce_fn_for(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum:
+    case ReduceOp::Avg: return &reduce_loop<T, SumOp>;  // Avg divides afterwards
+    case ReduceOp::Product: return &reduce_loop<T, ProductOp>;
+    case ReduceOp::Max: return &reduce_loop<T, MaxOp>;
+    case ReduceOp::Min: return &reduce_loop<T, MinOp>;
+  }
+  return nullptr;
+}
+
+/// The elementwise reduction of `op` on `dtype`; nullptr when unsupported.
+ReduceFn reduce_fn(at::ScalarType dtype, ReduceOp op) {
+  switch (dtype) {
+    case at::kFloat: return reduce_fn_for<float>(op);
+    case at::kDouble: return reduce_fn_for<double>(op);
+    case at::kHalf: return reduce_fn_for<c10::Half>(op);
+    case at::kBFloat16: return reduce_fn_for<c10::BFloat16>(op);
+    case at::kInt: return reduce_fn_for<int32_t>(op);
+    case at::kLong: return reduce_fn_for<int64_t>(op);
+    default: return nullptr;
+  }
+}
+
+/// An element of N opaque bytes: Gloo's typed setters only use sizeof(T).
+template <size_t N>
+struct Bytes {
+  unsigned char b[N];
+};
+
+void set_allreduce_output(gloo::AllreduceOptions& opts, void* ptr, size_t elements,
+                          size_t element_size) {
+  switch (element_size) {
+    case 1: opts.setOutput(static_cast<Bytes<1>*>(ptr), elements); return;
+    case 2: opts.setOutput(static_cast<Bytes<2>*>(ptr), elements); return;
+    case 4: opts.setOutput(static_cast<Bytes<4>*>(ptr), elements); return;
+    case 8: opts.setOutput(static_cast<Bytes<8>*>(ptr), elements); return;
+  }
+  GT_ASSERT(false, "[collectives.all_reduce] unexpected element size ", element_size);
+}
+
+// ---- the rendezvous store, as Gloo wants it -------------------------------
+
+/// Gloo's view of our Store: keys under the communicator's prefix, waits
+/// bounded by the communicator's timeout. Gloo's connectFullMesh publishes
+/// "<rank>" (the rank's listening addresses) and "rank_<rank>" (its host
+/// name); a key that never appears means that rank died after joining.
+class GlooStoreAdapter final : public gloo::rendezvous::Store {
+ public:
+  GlooStoreAdapter(collectives::Store& store, std::string prefix, std::chrono::milliseconds timeout)
+      : store_(store), prefix_(std::move(prefix)), timeout_(timeout) {}
+
+  void set(const std::string& key, const std::vector<char>& data) override {
+    store_.set(prefix_ + key, data);
+  }
+
+  std::vector<char> get(const std::string& key) override {
+    auto value = store_.get(prefix_ + key, timeout_);
+    if (!value) throw_missing({key}, timeout_);
+    return std::move(*value);
+  }
+
+  void wait(const std::vector<std::string>& keys) override { wait(keys, timeout_); }
+
+  void wait(const std::vector<std::string>& keys,
+            const std::chrono::milliseconds& timeout) override {
+    std::vector<std::string> full;
+    for (const std::string& k : keys) full.push_back(prefix_ + k);
+    std::vector<std::string> missing = store_.wait(full, timeout);
+    if (missing.empty()) return;
+    for (std::string& k : missing) k.erase(0, prefix_.size());
+    throw_missing(missing, timeout);
+  }
+
+ private:
+  [[noreturn]] static void throw_missing(const std::vector<std::string>& keys,
+                                         std::chrono::milliseconds timeout) {
+    std::string list;
+    for (const std::string& k : keys) {
+      const std::string rank = k.rfind("rank_", 0) == 0 ? k.substr(5) : k;
+      list += cat(list.empty() ? "" : ", ", rank);
+    }
+    throw TimeoutError(cat("rank(s) ", list, " joined but did not publish their addresses within ",
+                           timeout.count(), " ms (died while connecting?)"));
+  }
+
+  collectives::Store& store_;
+  const std::string prefix_;
+  const std::chrono::milliseconds timeout_;
+};
+
+// ---- the communicator ------------------------------------------------------
+
+/// What this rank is about to do, and why it refuses if it does.
+struct Local {
+  Header header;
+  std::string refusal;  // the std::invalid_argument text when rejected
+};
+
+class GlooCollectives final : public Collectives {
+ public:
+  GlooCollectives(std::shared_ptr<gloo::Context> context, GlooOptions options)
+      : context_(std::move(context)), options_(std::move(options)) {}
+
+  GlooCollectives(const GlooCollectives&) = delete;
+  GlooCollectives& operator=(const GlooCollectives&) = delete;
+
+  int rank() const override { return options_.rank; }
+  int size() const override { return options_.size; }
+
+  bool supports(Collective c, at::ScalarType dtype, ReduceOp op) const override {
+    if (!to_dtype(dtype)) return false;
+    if (c != Collective::AllReduce && c != Collective::ReduceScatter) return true;
+    if (static_cast<int>(op) >= kNumReduceOps) return false;
+    if (op == ReduceOp::Avg && !at::isFloatingType(dtype)) return false;
+    return reduce_fn(dtype, op) != nullptr;
+  }
+
+  void all_reduce(at::Tensor& t, ReduceOp op) override {
+    guarded(Collective::AllReduce, &t, [&] {
+      const uint32_t tag = next_tag();
+      auto Tp = std::chrono::steady_clock::now();
+      auto L = prepare(Collective::AllReduce, &t, op, 0);
+      auto T0 = std::chrono::steady_clock::now();
+      dbg_prep_ += (T0 - Tp).count();
+      agree(Collective::AllReduce, &t, L, tag);
+      auto T1 = std::chrono::steady_clock::now();
+      struct Dbg { ~Dbg() {} };
+      if (t.numel() == 0 || size() == 1) return;
+      at::Tensor buf = t.is_contiguous() ? t : t.contiguous();
+      gloo::AllreduceOptions opts(context_);
+      set_allreduce_output(opts, buf.data_ptr(), static_cast<size_t>(buf.numel()),
+                           buf.element_size());
+      opts.setReduceFunction(reduce_fn(buf.scalar_type(), op));
+      opts.setTag(tag + 1);
+      opts.setTimeout(options_.timeout);
+      gloo::allreduce(opts);
+      auto T2 = std::chrono::steady_clock::now();
+      dbg_agree_ += (T1 - T0).count(); dbg_data_ += (T2 - T1).count(); dbg_n_++;
+      if (op == ReduceOp::Avg) buf.div_(size());
+      if (!buf.is_same(t)) t.copy_(buf);
+    });
+  }
+
+  at::Tensor all_gather(const at::Tensor& t, int64_t dim) override {
+    return guarded(Collective::AllGather, &t, [&] {
+      const uint32_t tag = next_tag();
+      const Local local = prepare(Collective::AllGather, &t, ReduceOp::Sum, dim);
+      const std::vector<Header> all = agree(Collective::AllGather, &t, local, tag);
+      const int64_t d = local.header.arg;
+      if (size() == 1) return t.contiguous().clone();
+
+      // Flat concatenation of each rank's block is concatenation along `d`
+      // only when the dims before `d` hold one element; otherwise gather
+      // along a leading `d` and move it back.
+      const int64_t outer = c10::multiply_integers(t.sizes().begin(), t.sizes().begin() + d);
+      const at::Tensor src = outer == 1 ? t.contiguous() : t.movedim(d, 0).contiguous();
+      int64_t total = 0;
+      for (const Header& h : all) total += h.sizes[d];
+      std::vector<int64_t> out_shape = src.sizes().vec();
+      const int64_t lead = outer == 1 ? d : 0;  // where the gathered dim sits in `src`
+      out_shape[static_cast<size_t>(lead)] = total;
+      at::Tensor out = at::empty(out_shape, src.options());
+
+      const size_t row_bytes = static_cast<size_t>(row_numel(src, lead) * src.element_size());
+      std::vector<size_t> counts;
+      for (const Header& h : all) counts.push_back(static_cast<size_t>(h.sizes[d]) * row_bytes);
+      if (out.numel() > 0) {
+        gloo::AllgathervOptions opts(context_);
+        opts.setInput(static_cast<uint8_t*>(const_cast<void*>(src.data_ptr())),
+                      counts[static_cast<size_t>(rank())]);
+        opts.setOutput(static_cast<uint8_t*>(out.data_ptr()), counts);
+        opts.setTag(tag + 1);
+        opts.setTimeout(options_.timeout);
+        gloo::allgatherv(opts);
+      }
+      return outer == 1 ? out : out.movedim(0, d).contiguous();
+    });
+  }
+
+  at::Tensor reduce_scatter(const at::Tensor& t, int64_t dim, ReduceOp op) override {
+    return guarded(Collective::ReduceScatter, &t, [&] {
+      const uint32_t tag = next_tag();
+      const Local local = prepare(Collective::ReduceScatter, &t, op, dim);
+      agree(Collective::ReduceScatter, &t, local, tag);
+      const int64_t d = local.header.arg;
+      const std::vector<int64_t> rows = chunk_sizes(t.size(d), size());
+
+      // A private contiguous copy with `d` leading (or in place when the dims
+      // before it hold one element): rank r's part is then one contiguous
+      // range, reduced in place by the ring.
+      const int64_t outer = c10::multiply_integers(t.sizes().begin(), t.sizes().begin() + d);
+      at::Tensor work = (outer == 1 ? t : t.movedim(d, 0)).clone(at::MemoryFormat::Contiguous);
+      const int64_t lead = outer == 1 ? d : 0;
+      const int64_t row_elems = row_numel(work, lead);
+      if (size() > 1 && work.numel() > 0) {
+        ring_reduce_scatter(work, rows, row_elems, reduce_fn(work.scalar_type(), op), tag + 1);
+      }
+      int64_t first = 0;
+      for (int r = 0; r < rank(); ++r) first += rows[static_cast<size_t>(r)];
+      at::Tensor part = work.narrow(lead, first, rows[static_cast<size_t>(rank())]);
+      // clone: the part must not keep the whole work buffer alive.
+      part = outer == 1 ? part.clone() : part.movedim(0, d).contiguous();
+      if (op == ReduceOp::Avg) part.div_(size());
+      return part;
+    });
+  }
+
+  void broadcast(at::Tensor& t, int root) override {
+    guarded(Collective::Broadcast, &t, [&] {
+      const uint32_t tag = next_tag();
+      agree(Collective::Broadcast, &t, prepare(Collective::Broadcast, &t, ReduceOp::Sum, root),
+            tag);
+      if (t.numel() == 0 || size() == 1) return;
+      at::Tensor buf = t.is_contiguous() ? t : t.contiguous();
+      gloo::BroadcastOptions opts(context_);
+      opts.setOutput(static_cast<uint8_t*>(buf.data_ptr()), buf.nbytes());
+      opts.setRoot(root);
+      opts.setTag(tag + 1);
+      opts.setTimeout(options_.timeout);
+      gloo::broadcast(opts);
+      if (!buf.is_same(t)) t.copy_(buf);
+    });
+  }
+
+  void send(const at::Tensor& t, int peer, uint64_t tag) override {
+    check_peer(Collective::Send, t, peer, tag);
+    guarded(Collective::Send, &t, cat("waiting for rank ", peer, " to call recv with tag ", tag), [&] {
+      exchange_pair(Collective::Send, t, peer, tag);
+      if (t.numel() == 0) return;
+      const at::Tensor buf = t.contiguous();
+      auto ub = context_->createUnboundBuffer(const_cast<void*>(buf.data_ptr()), buf.nbytes());
+      ub->send(peer, make_slot(kSendSlotPrefix, tag));
+      ub->waitSend(options_.timeout);
+    });
+  }
+
+  void recv(at::Tensor& t, int peer, uint64_t tag) override {
+    check_peer(Collective::Recv, t, peer, tag);
+    guarded(Collective::Recv, &t, cat("waiting for rank ", peer, " to call send with tag ", tag), [&] {
+      exchange_pair(Collective::Recv, t, peer, tag);
+      if (t.numel() == 0) return;
+      at::Tensor buf = t.is_contiguous() ? t : at::empty(t.sizes(), t.options());
+      auto ub = context_->createUnboundBuffer(buf.data_ptr(), buf.nbytes());
+      ub->recv(peer, make_slot(kSendSlotPrefix, tag));
+      ub->waitRecv(options_.timeout);
+      if (!buf.is_same(t)) t.copy_(buf);
+    });
+  }
+
+  void barrier() override {
+    guarded(Collective::Barrier, nullptr, [&] {
+      // The header allgather completes only once every rank has sent its
+      // header, which is all a barrier needs.
+      const uint32_t tag = next_tag();
+      agree(Collective::Barrier, nullptr, prepare(Collective::Barrier, nullptr, ReduceOp::Sum, 0),
+            tag);
+    });
+  }
+
+ private:
+  uint32_t next_tag() { seq_++; return 0; }
+
+  /// "(communicator 'dp', rank 0 of 2, tensor float32 (4, 3))"
+  std::string where(const at::Tensor* t) const {
+    return cat("(communicator '", options_.name, "', rank ", rank(), " of ", size(),
+               t ? cat(", tensor ", describe(*t)) : std::string(), ")");
+  }
+
+  /// Runs `body`, turning failures into gt errors. Transport failures and
+  /// timeouts leave peers mid-transfer, so they end the communicator; the
+  /// agreement errors (Note [agreement header]) and bad arguments do not.
+  template <typename Body>
+  std::invoke_result_t<Body&> guarded(Collective c, const at::Tensor* t, Body&& body) {
+    return guarded(c, t, "waiting for the other ranks", std::forward<Body>(body));
+  }
+
+  template <typename Body>
+  std::invoke_result_t<Body&> guarded(Collective c, const at::Tensor* t, const std::string& waiting,
+                                      Body&& body) {
+    if (!failure_.empty()) {
+      throw TransportError(cat("[collectives.", to_string(c), "] communicator unusable after an "
+                               "earlier failure; create a new one ",
+                               where(t), ": the failure was: ", failure_));
+    }
+    try {
+      return body();
+    } catch (const std::invalid_argument&) {
+      throw;
+    } catch (const TransportError&) {
+      throw;  // already worded, and the communicator already marked
+    } catch (const Error&) {
+      throw;  // disagreement between ranks: every rank threw, nothing in flight
+    } catch (const gloo::IoException& e) {
+      const std::string what = e.what();
+      if (what.find("Timed out") != std::string::npos) {
+        failure_ = cat("[collectives.", to_string(c), "] timed out after ",
+                       options_.timeout.count(), " ms ", waiting, " ", where(t), ": ", what);
+        throw TimeoutError(failure_);
+      }
+      failure_ = cat("[collectives.", to_string(c), "] connection failed while ", waiting, " ",
+                     where(t), ": ", what);
+      throw TransportError(failure_);
+    } catch (const std::exception& e) {
+      // gloo::EnforceNotMet, gloo::Exception, c10::Error (allocation), ...:
+      // this rank stops mid-collective while its peers go on, so the
+      // communicator is out of step from here.
+      failure_ = cat("[collectives.", to_string(c), "] failed ", where(t), ": ", e.what());
+      throw Error(failure_);
+    }
+  }
+
+  /// Checks this rank's arguments without communicating (Note [agreement
+  /// header]); `arg` is the root or the dim.
+  Local prepare(Collective c, const at::Tensor* t, ReduceOp op, int64_t arg) const {
+    Local local;
+    Header& h = local.header;
+    h.collective = static_cast<uint8_t>(c);
+    h.reduce_op = static_cast<uint8_t>(op);
+    auto reject = [&](Rejection r, std::string why) {
+      if (h.rejection != 0) return;  // the first reason is the one reported
+      h.rejection = static_cast<uint8_t>(r);
+      local.refusal = cat("[collectives.", to_string(c), "] ", why, " ", where(t));
+    };
+    if (t != nullptr) {
+      if (!t->defined()) {
+        reject(Rejection::Undefined, "undefined tensor: expected a defined CPU tensor");
+      } else {
+        h.dtype = static_cast<int8_t>(t->scalar_type());
+        h.ndim = static_cast<int32_t>(t->dim());
+        if (t->dim() > kMaxRank) {
+          reject(Rejection::TooManyDims,
+                 cat("tensor has ", t->dim(), " dims: expected at most ", kMaxRank));
+        } else {
+          std::copy(t->sizes().begin(), t->sizes().end(), h.sizes);
+        }
+        if (!t->device().is_cpu()) {
+          reject(Rejection::NotCpu, cat("tensor on ", t->device().str(),
+                                        ": expected a CPU tensor (the Gloo backend moves host memory)"));
+        }
+        if (!supports(c, t->scalar_type(), ReduceOp::Sum)) {
+          reject(Rejection::Dtype,
+                 cat("dtype ", dtype_name(t->scalar_type()), " not supported: expected ",
+                     c == Collective::AllReduce || c == Collective::ReduceScatter
+                         ? "float32, float64, float16, bfloat16, int32 or int64"
+                         : "float32, float64, float16, bfloat16, int32, int64 or bool"));
+        } else if (!supports(c, t->scalar_type(), op)) {
+          reject(Rejection::ReduceOp,
+                 cat("reduce op ", to_string(op), " not supported for ", dtype_name(t->scalar_type()),
+                     ": expected a floating dtype (reduce with sum and divide instead)"));
+        }
+      }
+    }
+    if (c == Collective::Broadcast) {
+      h.arg = static_cast<int32_t>(arg);
+      if (arg < 0 || arg >= size()) {
+        reject(Rejection::Root,
+               cat("root ", arg, " out of range: expected a rank in [0, ", size(), ")"));
+      }
+    }
+    if ((c == Collective::AllGather || c == Collective::ReduceScatter) && t && t->defined()) {
+      const int64_t ndim = t->dim();
+      if (ndim == 0) {
+        reject(Rejection::Dim, cat("0-dim tensor: expected at least one dim to ",
+                                   c == Collective::AllGather ? "gather along" : "scatter along"));
+      } else if (arg < -ndim || arg >= ndim) {
+        reject(Rejection::Dim,
+               cat("dim ", arg, " out of range: expected a dim in [", -ndim, ", ", ndim, ")"));
+      } else {
+        h.arg = static_cast<int32_t>(arg < 0 ? arg + ndim : arg);
+      }
+    }
+    const bool in_place = c == Collective::AllReduce || c == Collective::Broadcast ||
+                          c == Collective::Recv;
+    if (in_place && t && t->defined() && at::has_internal_overlap(*t) == at::MemOverlap::Yes) {
+      reject(Rejection::Overlap,
+             "tensor elements share memory (an expanded view): expected a tensor that owns "
+             "each element, for the result is written into it");
+    }
+    return local;
+  }
+
+  /// Exchanges headers among all ranks and checks that they agree (Note
+  /// [agreement header]); returns every rank's header, in rank order.
+  std::vector<Header> agree(Collective c, const at::Tensor* t, const Local& local, uint32_t tag) {
+    std::vector<Header> all(static_cast<size_t>(size()));
+    all[static_cast<size_t>(rank())] = local.header;
+    if (size() > 1) {
+      Header mine = local.header;
+      gloo::AllgatherOptions opts(context_);
+      opts.setInput(&mine, 1);
+      opts.setOutput(all.data(), all.size());
+      opts.setTag(tag);
+      opts.setTimeout(options_.timeout);
+      auto G0 = std::chrono::steady_clock::now();
+      gloo::allgather(opts);
+      dbg_gather_ += (std::chrono::steady_clock::now() - G0).count();
+    }
+    const std::string op = cat("[collectives.", to_string(c), "] ");
+    for (size_t r = 0; r < all.size(); ++r) {
+      if (all[r].magic != kHeaderMagic) {
+        failure_ = cat(op, "rank ", r, " sent a header that is not gt's (magic ", all[r].magic,
+                       ", expected ", kHeaderMagic, "): a different gt build? ", where(t));
+        throw ProtocolError(failure_);
+      }
+    }
+    auto first_differing = [&](auto&& same) -> int {
+      for (size_t r = 1; r < all.size(); ++r) {
+        if (!same(all[0], all[r])) return static_cast<int>(r);
+      }
+      return -1;
+    };
+    if (int r = first_differing([](const Header& a, const Header& b) {
+          return a.collective == b.collective;
+        });
+        r >= 0) {
+      throw Error(cat(op, "ranks called different collectives: rank 0 called ",
+                      to_string(static_cast<Collective>(all[0].collective)), ", rank ", r,
+                      " called ", to_string(static_cast<Collective>(all[size_t(r)].collective)),
+                      "; expected every rank to call the same collectives in the same order ",
+                      where(t)));
+    }
+    if (local.header.rejection != 0) throw std::invalid_argument(local.refusal);
+    for (size_t r = 0; r < all.size(); ++r) {
+      if (all[r].rejection != 0) {
+        throw Error(cat(op, "rank ", r, " rejected its arguments (it passed ",
+                        to_string(static_cast<Rejection>(all[r].rejection)),
+                        ") and threw std::invalid_argument with the details ", where(t)));
+      }
+    }
+    if (c == Collective::Barrier) return all;
+
+    if (int r = first_differing([](const Header& a, const Header& b) { return a.dtype == b.dtype; });
+        r >= 0) {
+      throw Error(cat(op, "dtypes differ across ranks: rank 0 has ", describe(all[0]), ", rank ",
+                      r, " has ", describe(all[size_t(r)]), "; expected the same dtype on every rank ",
+                      where(t)));
+    }
+    if (c == Collective::AllReduce || c == Collective::ReduceScatter) {
+      if (int r = first_differing(
+              [](const Header& a, const Header& b) { return a.reduce_op == b.reduce_op; });
+          r >= 0) {
+        throw Error(cat(op, "reduce ops differ across ranks: rank 0 passed ",
+                        to_string(static_cast<ReduceOp>(all[0].reduce_op)), ", rank ", r,
+                        " passed ", to_string(static_cast<ReduceOp>(all[size_t(r)].reduce_op)),
+                        " ", where(t)));
+      }
+    }
+    if (c != Collective::AllReduce) {
+      if (int r = first_differing([](const Header& a, const Header& b) { return a.arg == b.arg; });
+          r >= 0) {
+        throw Error(cat(op, c == Collective::Broadcast ? "roots" : "dims",
+                        " differ across ranks: rank 0 passed ", all[0].arg, ", rank ", r,
+                        " passed ", all[size_t(r)].arg, " ", where(t)));
+      }
+    }
+    const int64_t gathered = c == Collective::AllGather ? all[0].arg : -1;
+    if (int r = first_differing([&](const Header& a, const Header& b) {
+          if (a.ndim != b.ndim) return false;
+          for (int32_t i = 0; i < a.ndim; ++i) {
+            if (i != gathered && a.sizes[i] != b.sizes[i]) return false;
+          }
+          return true;
+        });
+        r >= 0) {
+      throw Error(cat(op, "shapes differ across ranks: rank 0 has ", describe(all[0]), ", rank ", r,
+                      " has ", describe(all[size_t(r)]), "; expected ",
+                      gathered >= 0 ? cat("the same sizes except along dim ", gathered)
+                                    : std::string("the same shape"),
+                      " on every rank ", where(t)));
+    }
+    return all;
+  }
+
+  /// send/recv arguments checked before any communication: without a valid
+  /// peer there is no one to tell.
+  void check_peer(Collective c, const at::Tensor& t, int peer, uint64_t tag) const {
+    GT_CHECK(peer >= 0 && peer < size() && peer != rank(), "[collectives.", to_string(c),
+             "] peer ", peer, " invalid: expected a rank in [0, ", size(),
+             ") other than this rank ", where(&t));
+    GT_CHECK(tag <= kMaxUserTag, "[collectives.", to_string(c), "] tag ", tag,
+             " too large: expected a tag below 2^56 ", where(&t));
+  }
+
+  /// The pairwise form of agree() for send/recv: the two sides swap headers
+  /// on the header slot of `tag` and check they complement each other.
+  void exchange_pair(Collective c, const at::Tensor& t, int peer, uint64_t tag) {
+    const Local local = prepare(c, &t, ReduceOp::Sum, 0);
+    Header mine = local.header;
+    Header theirs;
+    auto out = context_->createUnboundBuffer(&mine, sizeof(Header));
+    auto in = context_->createUnboundBuffer(&theirs, sizeof(Header));
+    in->recv(peer, make_slot(kSendHeaderSlotPrefix, tag));
+    out->send(peer, make_slot(kSendHeaderSlotPrefix, tag));
+    in->waitRecv(options_.timeout);
+    out->waitSend(options_.timeout);
+
+    const std::string op = cat("[collectives.", to_string(c), "] ");
+    if (theirs.magic != kHeaderMagic) {
+      failure_ = cat(op, "rank ", peer, " sent a header that is not gt's (magic ", theirs.magic,
+                     ", expected ", kHeaderMagic, "): a different gt build? ", where(&t));
+      throw ProtocolError(failure_);
+    }
+    const auto expected = c == Collective::Send ? Collective::Recv : Collective::Send;
+    if (theirs.collective != static_cast<uint8_t>(expected)) {
+      throw Error(cat(op, "rank ", peer, " called ",
+                      to_string(static_cast<Collective>(theirs.collective)), " with tag ", tag,
+                      ": expected ", to_string(expected), " ", where(&t)));
+    }
+    if (mine.rejection != 0) throw std::invalid_argument(local.refusal);
+    if (theirs.rejection != 0) {
+      throw Error(cat(op, "rank ", peer, " rejected its arguments (it passed ",
+                      to_string(static_cast<Rejection>(theirs.rejection)),
+                      ") and threw std::invalid_argument with the details ", where(&t)));
+    }
+    const bool same = mine.dtype == theirs.dtype && mine.ndim == theirs.ndim &&
+                      std::equal(mine.sizes, mine.sizes + mine.ndim, theirs.sizes);
+    if (!same) {
+      const Header& sender = c == Collective::Send ? mine : theirs;
+      const Header& receiver = c == Collective::Send ? theirs : mine;
+      throw Error(cat(op, "tensors differ: the sender (rank ", c == Collective::Send ? rank() : peer,
+                      ") has ", describe(sender), ", the receiver (rank ",
+                      c == Collective::Send ? peer : rank(), ") has ", describe(receiver),
+                      "; expected the same dtype and shape (tag ", tag, ") ", where(&t)));
+    }
+  }
+
+  /// Reduce-scatter over a ring, in place on `work` (contiguous; rank r's
+  /// part is rows[r] rows of `row_elems` elements, parts in rank order).
+  /// Gloo has no reduce-scatter on unbound buffers, and allreduce+slice would
+  /// move twice the bytes. Step s (0..size-2): send the part (r-s-1) mod n to
+  /// the right neighbour, receive part (r-s-2) mod n from the left one and
+  /// reduce it in; part r arrives last, carrying every rank's contribution.
+  void ring_reduce_scatter(at::Tensor& work, const std::vector<int64_t>& rows, int64_t row_elems,
+                           ReduceFn fn, uint32_t tag) {
+    const int n = size();
+    const size_t elem = static_cast<size_t>(work.element_size());
+    std::vector<size_t> offset(static_cast<size_t>(n)), bytes(static_cast<size_t>(n));
+    size_t at_byte = 0;
+    for (int r = 0; r < n; ++r) {
+      offset[size_t(r)] = at_byte;
+      bytes[size_t(r)] = static_cast<size_t>(rows[size_t(r)] * row_elems) * elem;
+      at_byte += bytes[size_t(r)];
+    }
+    auto* base = static_cast<uint8_t*>(work.data_ptr());
+    std::vector<uint8_t> scratch(*std::max_element(bytes.begin(), bytes.end()));
+    auto send_buf = context_->createUnboundBuffer(base, work.nbytes());
+    auto recv_buf = context_->createUnboundBuffer(scratch.data(), scratch.size());
+    const int right = (rank() + 1) % n;
+    const int left = (rank() + n - 1) % n;
+    for (int s = 0; s < n - 1; ++s) {
+      const size_t send_part = static_cast<size_t>((rank() - s - 1 + 2 * n) % n);
+      const size_t recv_part = static_cast<size_t>((rank() - s - 2 + 2 * n) % n);
+      const uint64_t slot =
+          make_slot(kReduceScatterSlotPrefix, (uint64_t{tag} << 16) | static_cast<uint64_t>(s));
+      // Both sides compute the same part sizes, so empty parts are skipped
+      // on both ends of a transfer.
+      if (bytes[recv_part] > 0) recv_buf->recv(left, slot, 0, bytes[recv_part]);
+      if (bytes[send_part] > 0) send_buf->send(right, slot, offset[send_part], bytes[send_part]);
+      if (bytes[recv_part] > 0) {
+        recv_buf->waitRecv(options_.timeout);
+        fn(base + offset[recv_part], base + offset[recv_part], scratch.data(),
+           bytes[recv_part] / elem);
+      }
+      if (bytes[send_part] > 0) send_buf->waitSend(options_.timeout);
+    }
+  }
+
+  std::shared_ptr<gloo::Context> context_;
+  int64_t dbg_prep_ = 0, dbg_gather_ = 0, dbg_agree_ = 0, dbg_data_ = 0, dbg_n_ = 0;
+ public:
+  ~GlooCollectives() override { if (dbg_n_) fprintf(stderr, "rank %d: %lld calls prep %.3f gather %.3f agree %.3f ms data %.3f ms\n", rank(), (long long)dbg_n_, dbg_prep_/1e6/dbg_n_, dbg_gather_/1e6/dbg_n_, dbg_agree_ / 1e6 / dbg_n_, dbg_data_ / 1e6 / dbg_n_); }
+ private:
+  const GlooOptions options_;
+  uint32_t seq_ = 0;     // collectives begun (Note [tags and slots])
+  std::string failure_;  // the first failure that ended the communicator; empty while usable
+};
+
+// Note [SIGPIPE]
+// Gloo's TCP transport writes to its sockets without MSG_NOSIGNAL, so a peer
+// that goes away while we write (a worker killed mid-collective) raises
+// SIGPIPE, whose default action kills this process without a word (Python
+// programs never notice: the interpreter ignores SIGPIPE). With the signal
+// ignored the write fails with EPIPE and Gloo reports it as an IoException,
+// which becomes a TransportError. We only replace the default disposition; a
+// handler the program installed itself is left alone.
+void ignore_sigpipe() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction current {};
+    if (::sigaction(SIGPIPE, nullptr, &current) != 0) return;
+    if ((current.sa_flags & SA_SIGINFO) != 0 || current.sa_handler != SIG_DFL) return;
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    ::sigaction(SIGPIPE, &ignore, nullptr);
+  });
+}
+
+}  // namespace
+
+std::unique_ptr<Collectives> make_gloo_collectives(Store& store, const GlooOptions& options) {
+  const std::string who =
+      cat("(communicator '", options.name, "', rank ", options.rank, " of ", options.size, ")");
+  GT_CHECK(options.size >= 1 && options.size <= kMaxSize, "[collectives.connect] size ",
+           options.size, " invalid: expected 1 to ", kMaxSize, " ranks ", who);
+  GT_CHECK(options.rank >= 0 && options.rank < options.size, "[collectives.connect] rank ",
+           options.rank, " out of range: expected a rank in [0, ", options.size, ") ", who);
+  GT_CHECK(!options.name.empty(), "[collectives.connect] empty communicator name: expected a "
+           "name shared by every rank ", who);
+  GT_CHECK(options.timeout.count() > 0, "[collectives.connect] timeout ", options.timeout.count(),
+           " ms: expected a positive timeout ", who);
+
+  ignore_sigpipe();  // Note [SIGPIPE]
+
+  // Join first: a rank that never starts is then reported by rank number,
+  // rather than as a Gloo connect timeout with an address in it.
+  const std::string prefix = options.name + "/";
+  std::vector<std::string> joins;
+  for (int r = 0; r < options.size; ++r) joins.push_back(cat(prefix, "join/", r));
+  store.set(joins[static_cast<size_t>(options.rank)], {});
+  const std::vector<std::string> missing = store.wait(joins, options.timeout);
+  if (!missing.empty()) {
+    std::vector<int> ranks;
+    for (const std::string& key : missing) {
+      ranks.push_back(static_cast<int>(std::find(joins.begin(), joins.end(), key) - joins.begin()));
+    }
+    throw TimeoutError(cat("[collectives.connect] rank", ranks.size() > 1 ? "s " : " ",
+                           ranks_str(ranks), " did not join within ", options.timeout.count(),
+                           " ms ", who,
+                           "; expected every rank to create the communicator with the same name "
+                           "and size"));
+  }
+
+  std::shared_ptr<gloo::transport::Device> device;
+  try {
+    gloo::transport::tcp::attr attr;
+    if (::if_nametoindex(options.host.c_str()) != 0) {
+      attr.iface = options.host;
+    } else {
+      attr.hostname = options.host;
+    }
+    device = gloo::transport::tcp::CreateDevice(attr);
+  } catch (const std::exception& e) {
+    throw TransportError(cat("[collectives.connect] cannot listen on '", options.host,
+                             "': expected a local address, host name or interface name ", who, ": ",
+                             e.what()));
+  }
+
+  auto context = std::make_shared<gloo::rendezvous::Context>(options.rank, options.size);
+  context->setTimeout(options.timeout);
+  try {
+    GlooStoreAdapter adapter(store, prefix + "gloo/", options.timeout);
+    context->connectFullMesh(adapter, device);
+  } catch (const TimeoutError& e) {
+    throw TimeoutError(cat("[collectives.connect] ", e.what(), " ", who));
+  } catch (const Error&) {
+    throw;  // the store's own failure, already worded
+  } catch (const std::exception& e) {
+    throw TransportError(cat("[collectives.connect] connecting to the other ranks failed ", who,
+                             ": ", e.what()));
+  }
+  // connectFullMesh returns on a rank once its own pairs are up, possibly
+  // before its peers' are; a rank that then fails or leaves at once would
+  // break a peer's connect. One barrier makes construction symmetric: when
+  // it returns, every rank is connected.
+  auto comm = std::make_unique<GlooCollectives>(std::move(context), options);
+  try {
+    comm->barrier();
+  } catch (const TimeoutError& e) {
+    throw TimeoutError(cat("[collectives.connect] connected, but not every rank confirmed: ", e.what()));
+  } catch (const Error& e) {
+    throw TransportError(cat("[collectives.connect] connected, but not every rank confirmed: ", e.what()));
+  }
+  return comm;
+}
+
+}  // namespace gt::worker::collectives
