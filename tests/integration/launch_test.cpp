@@ -46,18 +46,6 @@ pid_t spawn_launch(const gt::test::TempDir& dir, std::vector<std::string> args) 
   return pid;
 }
 
-// Exit status of `pid` within `limit`; -2 when it is still running (then killed).
-int wait_exit(pid_t pid, std::chrono::seconds limit) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  int status = 0;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (::waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    std::this_thread::sleep_for(20ms);
-  }
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, &status, 0);
-  return -2;
-}
 
 }  // namespace
 
@@ -85,7 +73,7 @@ TEST_CASE("gt launch starts a dispatcher and N workers that programs use", "[lau
   gt::shutdown();
 
   ::kill(launch, SIGTERM);
-  CHECK(wait_exit(launch, 20s) == 0);
+  CHECK(gt::test::wait_exit(launch, 20s) == 0);
   CHECK_THAT(read_file(dir / "err"), Catch::Contains("stopping"));
   // The processes are gone with it: nothing answers at the endpoint.
   CHECK_THROWS_AS(gt::tools::ask_dispatcher(endpoint, 500ms), gt::TransportError);
@@ -94,16 +82,16 @@ TEST_CASE("gt launch starts a dispatcher and N workers that programs use", "[lau
 TEST_CASE("gt launch refuses bad arguments with a clear message", "[launch][integration]") {
   gt::test::TempDir dir;
   const pid_t bad_device = spawn_launch(dir, {"--workers", "1", "--device", "tpu:0"});
-  CHECK(wait_exit(bad_device, 20s) == 1);
+  CHECK(gt::test::wait_exit(bad_device, 20s) == 1);
   CHECK_THAT(read_file(dir / "err"), Catch::Contains("tpu:0") && Catch::Contains("cpu or cuda:N"));
 
   const pid_t bad_endpoint = spawn_launch(dir, {"--listen", "nowhere"});
-  CHECK(wait_exit(bad_endpoint, 20s) == 1);
+  CHECK(gt::test::wait_exit(bad_endpoint, 20s) == 1);
   CHECK_THAT(read_file(dir / "err"), Catch::Contains("nowhere"));
 
   std::ofstream(dir / "bad.yaml") << "forward:\n  shard: {axis: 0, workers: [0, 5]}\n";
   const pid_t bad_config = spawn_launch(dir, {"--workers", "2", "--config", dir / "bad.yaml"});
-  CHECK(wait_exit(bad_config, 20s) == 1);
+  CHECK(gt::test::wait_exit(bad_config, 20s) == 1);
   CHECK_THAT(read_file(dir / "err"),
              Catch::Contains("bad.yaml") && Catch::Contains("forward.shard.workers"));
 }

@@ -65,17 +65,6 @@ void hot_loop(int iterations) {
   (void)x.to_vector<float>();
 }
 
-int wait_exit(pid_t pid, std::chrono::seconds limit) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  int status = 0;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (::waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    std::this_thread::sleep_for(20ms);
-  }
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, &status, 0);
-  return -2;  // did not stop by itself
-}
 
 }  // namespace
 
@@ -201,7 +190,7 @@ TEST_CASE("gt trace records a live cluster for the requested time and stops by i
             "--endpoint", cluster.endpoint().c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
-  const int code = wait_exit(pid, 30s);
+  const int code = gt::test::wait_exit(pid, 30s);
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   stop.store(true);
   load.join();

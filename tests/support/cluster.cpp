@@ -66,6 +66,18 @@ TestCluster::TestCluster(int workers, std::map<std::string, std::string> env)
   for (int i = 0; i < workers; ++i) add_worker();
 }
 
+int wait_exit(pid_t pid, std::chrono::seconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  int status = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+  return -2;
+}
+
 void TestCluster::terminate(std::chrono::milliseconds grace) {
   std::vector<pid_t*> all;
   for (pid_t& p : workers_) all.push_back(&p);

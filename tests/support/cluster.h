@@ -17,6 +17,10 @@ namespace gt::test {
 /// Path of the built `gt` executable.
 std::string gt_executable();
 
+/// Waits up to `limit` for child `pid` to exit: its exit code, -1 when a
+/// signal ended it, -2 when it was still running (it is then killed).
+int wait_exit(pid_t pid, std::chrono::seconds limit);
+
 /// Starts one single-worker TestCluster for the whole test process (on the
 /// first call) and connects the process's gt session to it. Test files that
 /// share a cluster call this at the start of each case, so cases from several
