@@ -7,14 +7,14 @@
 #include <algorithm>
 #include <cstring>
 #include <exception>
-#include <numeric>
-#include <type_traits>
 #include <functional>
 #include <mutex>
+#include <numeric>
+#include <optional>
+#include <type_traits>
 #include <utility>
 
 #include <ATen/MemoryOverlap.h>
-#include <gloo/allgather.h>
 #include <gloo/allgatherv.h>
 #include <gloo/allreduce.h>
 #include <gloo/broadcast.h>
@@ -29,6 +29,7 @@
 
 #include "common/check.h"
 #include "common/shape.h"
+#include "worker/collectives/reductions.h"
 #include "worker/kernels.h"
 
 namespace gt::worker::collectives {
@@ -38,38 +39,56 @@ using detail::cat;
 
 // Note [agreement header]
 // Gloo trusts its caller: ranks that pass different element counts to one
-// allreduce make the transport enforce-fail (on its event-loop thread, which
-// can take the process down), and ranks that pass float32 and int32 of the
-// same byte size silently reduce garbage. So before moving any data, every
-// collective exchanges a fixed-size Header among all ranks (one small Gloo
-// allgather, which also makes barrier() a one-liner; a pairwise exchange for
-// send/recv) and every rank checks the same facts on the same headers:
-// the same collective, arguments accepted on every rank, then dtype, reduce
-// op, root or dim, and shapes. All ranks therefore reach the same verdict and
-// throw the same error (naming the first rank that differs from rank 0)
-// without any data in flight, so the communicator stays usable afterwards.
-// A rank whose own arguments are invalid still takes part in the exchange,
-// flagged with a Rejection code, so its peers fail at once instead of timing
-// out; it throws std::invalid_argument with the details itself.
-// The cost is one round of small messages per collective (tens of
-// microseconds on loopback), measured by the [collectives][bench] case.
+// allreduce abort the process (the TCP transport's enforce "op.preamble.length
+// <= op.nbytes" fails on its event-loop thread: std::terminate), and ranks
+// that pass float32 and int32 of the same byte size silently reduce garbage.
+// So before moving any data, every collective exchanges a fixed-size Header
+// among all ranks (every rank sends it to every other, which also makes
+// barrier() a one-liner; a pairwise exchange for send/recv) and every rank
+// checks the same facts on the same headers: the same collective, arguments
+// accepted on every rank, then dtype, reduce op, root or dim, and shapes. All
+// ranks therefore reach the same verdict and throw the same error (naming the
+// first rank that differs from rank 0) without any data in flight, so the
+// communicator stays usable afterwards. A rank whose own arguments are
+// invalid still takes part in the exchange, flagged with a Rejection code, so
+// its peers fail at once instead of timing out; it throws
+// std::invalid_argument with the details itself.
+// The cost is one small-message latency per collective (Note [header
+// receives ahead] keeps it small); the [collectives][bench] case measures it
+// against plain Gloo.
+
+// Note [header receives ahead]
+// Gloo's TCP transport sends an unbound buffer at once only if the peer has
+// already posted the matching receive; otherwise the send waits for a
+// recv-ready notice to come back through both event-loop threads. A header
+// sent right after the previous collective meets exactly that case, and on
+// a busy machine each of those hand-offs costs a scheduler slice: measured
+// here, the header then cost as much as a whole 1 MB all-reduce. So every
+// communicator keeps the receives for the next collective's headers posted
+// (from construction on, and again as soon as a header exchange completes),
+// and the headers always take the direct path. A collective's data never
+// uses these slots, and a failed collective ends the communicator, so the
+// posted receives cannot catch anything else.
 
 // Note [tags and slots]
-// Gloo matches a send with a recv by (peer, slot). Collectives use Gloo's slot
-// prefixes (gloo/types.h, 0x01..0x08) with a tag: collective number `seq`
-// gives the header tag 2*seq and the data tag 2*seq+1 (every rank counts the
+// Gloo matches a send with a recv by (peer, slot). Collective number `seq`
+// gets the header tag 2*seq and the data tag 2*seq+1 (every rank counts the
 // same collectives, so the tags agree; after a failure the communicator is
 // dead, so no stale message is ever matched against a later collective).
-// Our own point-to-point traffic uses top bytes 0x20 and up, outside Gloo's
-// range: send/recv data and headers carry the caller's 56-bit tag, and the
-// ring reduce-scatter carries its tag and step.
+// Gloo's algorithms turn the data tag into slots under their own prefixes
+// (gloo/types.h, top byte 0x01..0x08). Our own traffic uses top bytes 0x20
+// and up: send/recv data and headers carry the caller's 56-bit tag, the ring
+// reduce-scatter its data tag and step, the header exchange its header tag.
 constexpr uint64_t kSendSlotPrefix = 0x20;
 constexpr uint64_t kSendHeaderSlotPrefix = 0x21;
 constexpr uint64_t kReduceScatterSlotPrefix = 0x22;
+constexpr uint64_t kHeaderSlotPrefix = 0x23;
 constexpr uint64_t kMaxUserTag = (uint64_t{1} << 56) - 1;
 constexpr int kMaxSize = 1 << 16;  // ring steps fit the 16 low bits of a slot
 
-constexpr uint64_t make_slot(uint64_t prefix, uint64_t low) { return (prefix << 56) | low; }
+constexpr uint64_t make_slot(uint64_t prefix, uint64_t low) {
+  return (prefix << 56) | low;
+}
 
 /// Why a rank refused its own arguments (Note [agreement header]). Values
 /// travel between ranks: append only.
@@ -87,15 +106,24 @@ enum class Rejection : uint8_t {
 
 std::string_view to_string(Rejection r) {
   switch (r) {
-    case Rejection::None: return "nothing";
-    case Rejection::Undefined: return "an undefined tensor";
-    case Rejection::NotCpu: return "a tensor that is not on the CPU";
-    case Rejection::TooManyDims: return "a tensor with too many dims";
-    case Rejection::Dtype: return "a dtype this collective does not take";
-    case Rejection::ReduceOp: return "a reduce op its dtype does not take";
-    case Rejection::Dim: return "a dim out of range";
-    case Rejection::Root: return "a root outside the communicator";
-    case Rejection::Overlap: return "a tensor whose elements share memory";
+    case Rejection::None:
+      return "nothing";
+    case Rejection::Undefined:
+      return "an undefined tensor";
+    case Rejection::NotCpu:
+      return "a tensor that is not on the CPU";
+    case Rejection::TooManyDims:
+      return "a tensor with too many dims";
+    case Rejection::Dtype:
+      return "a dtype this collective does not take";
+    case Rejection::ReduceOp:
+      return "a reduce op its dtype does not take";
+    case Rejection::Dim:
+      return "a dim out of range";
+    case Rejection::Root:
+      return "a root outside the communicator";
+    case Rejection::Overlap:
+      return "a tensor whose elements share memory";
   }
   return "an unknown rejection";
 }
@@ -150,90 +178,6 @@ int64_t row_numel(const at::Tensor& t, int64_t d) {
   return n;
 }
 
-// ---- reductions ------------------------------------------------------------
-
-using ReduceFn = void (*)(void* out, const void* a, const void* b, size_t n);
-
-/// Arithmetic type of an element: float for the 16-bit floats (rounded once
-/// per pairwise step, as LibTorch does on CPU), the type itself otherwise.
-template <typename T>
-using Acc = std::conditional_t<std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>,
-                               float, T>;
-
-struct SumOp {
-  template <typename A>
-  static A apply(A x, A y) {
-    if constexpr (std::is_integral_v<A>) {
-      // Wraps on overflow like LibTorch instead of being undefined.
-      using U = std::make_unsigned_t<A>;
-      return static_cast<A>(static_cast<U>(x) + static_cast<U>(y));
-    } else {
-      return x + y;
-    }
-  }
-};
-struct ProductOp {
-  template <typename A>
-  static A apply(A x, A y) {
-    if constexpr (std::is_integral_v<A>) {
-      using U = std::make_unsigned_t<A>;
-      return static_cast<A>(static_cast<U>(x) * static_cast<U>(y));
-    } else {
-      return x * y;
-    }
-  }
-};
-struct MaxOp {
-  template <typename A>
-  static A apply(A x, A y) {
-    if constexpr (std::is_floating_point_v<A>) return (x > y || x != x) ? x : y;  // NaN wins
-    else return x > y ? x : y;
-  }
-};
-struct MinOp {
-  template <typename A>
-  static A apply(A x, A y) {
-    if constexpr (std::is_floating_point_v<A>) return (x < y || x != x) ? x : y;  // NaN wins
-    else return x < y ? x : y;
-  }
-};
-
-/// out[i] = a[i] (op) b[i]; `out` may alias `a` (Gloo's ring does that).
-template <typename T, typename Op>
-void reduce_loop(void* out, const void* a, const void* b, size_t n) {
-  T* o = static_cast<T*>(out);
-  const T* x = static_cast<const T*>(a);
-  const T* y = static_cast<const T*>(b);
-  for (size_t i = 0; i < n; ++i) {
-    o[i] = static_cast<T>(Op::apply(static_cast<Acc<T>>(x[i]), static_cast<Acc<T>>(y[i])));
-  }
-}
-
-template <typename T>
-ReduceFn reduce_fn_for(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::Sum:
-    case ReduceOp::Avg: return &reduce_loop<T, SumOp>;  // Avg divides afterwards
-    case ReduceOp::Product: return &reduce_loop<T, ProductOp>;
-    case ReduceOp::Max: return &reduce_loop<T, MaxOp>;
-    case ReduceOp::Min: return &reduce_loop<T, MinOp>;
-  }
-  return nullptr;
-}
-
-/// The elementwise reduction of `op` on `dtype`; nullptr when unsupported.
-ReduceFn reduce_fn(at::ScalarType dtype, ReduceOp op) {
-  switch (dtype) {
-    case at::kFloat: return reduce_fn_for<float>(op);
-    case at::kDouble: return reduce_fn_for<double>(op);
-    case at::kHalf: return reduce_fn_for<c10::Half>(op);
-    case at::kBFloat16: return reduce_fn_for<c10::BFloat16>(op);
-    case at::kInt: return reduce_fn_for<int32_t>(op);
-    case at::kLong: return reduce_fn_for<int64_t>(op);
-    default: return nullptr;
-  }
-}
-
 /// An element of N opaque bytes: Gloo's typed setters only use sizeof(T).
 template <size_t N>
 struct Bytes {
@@ -243,10 +187,18 @@ struct Bytes {
 void set_allreduce_output(gloo::AllreduceOptions& opts, void* ptr, size_t elements,
                           size_t element_size) {
   switch (element_size) {
-    case 1: opts.setOutput(static_cast<Bytes<1>*>(ptr), elements); return;
-    case 2: opts.setOutput(static_cast<Bytes<2>*>(ptr), elements); return;
-    case 4: opts.setOutput(static_cast<Bytes<4>*>(ptr), elements); return;
-    case 8: opts.setOutput(static_cast<Bytes<8>*>(ptr), elements); return;
+    case 1:
+      opts.setOutput(static_cast<Bytes<1>*>(ptr), elements);
+      return;
+    case 2:
+      opts.setOutput(static_cast<Bytes<2>*>(ptr), elements);
+      return;
+    case 4:
+      opts.setOutput(static_cast<Bytes<4>*>(ptr), elements);
+      return;
+    case 8:
+      opts.setOutput(static_cast<Bytes<8>*>(ptr), elements);
+      return;
   }
   GT_ASSERT(false, "[collectives.all_reduce] unexpected element size ", element_size);
 }
@@ -312,7 +264,24 @@ struct Local {
 class GlooCollectives final : public Collectives {
  public:
   GlooCollectives(std::shared_ptr<gloo::Context> context, GlooOptions options)
-      : context_(std::move(context)), options_(std::move(options)) {}
+      : context_(std::move(context)),
+        options_(std::move(options)),
+        inbox_(static_cast<size_t>(options_.size)),
+        inbox_buffer_(context_->createUnboundBuffer(inbox_.data(), inbox_.size() * sizeof(Header))),
+        outbox_buffer_(context_->createUnboundBuffer(&outbox_, sizeof(Header))) {
+    post_header_recvs(0);  // the first collective's (Note [header receives ahead])
+  }
+
+  ~GlooCollectives() override {
+    // Close the connections before the header buffers go: a header that
+    // arrived for a receive whose buffer is gone would wedge its pair, and
+    // the buffers keep the transport (and so the pairs) alive until then.
+    try {
+      context_->closeConnections();
+    } catch (const std::exception&) {
+      // Closing a connection that already failed; nothing left to tell.
+    }
+  }
 
   GlooCollectives(const GlooCollectives&) = delete;
   GlooCollectives& operator=(const GlooCollectives&) = delete;
@@ -331,13 +300,7 @@ class GlooCollectives final : public Collectives {
   void all_reduce(at::Tensor& t, ReduceOp op) override {
     guarded(Collective::AllReduce, &t, [&] {
       const uint32_t tag = next_tag();
-      auto Tp = std::chrono::steady_clock::now();
-      auto L = prepare(Collective::AllReduce, &t, op, 0);
-      auto T0 = std::chrono::steady_clock::now();
-      dbg_prep_ += (T0 - Tp).count();
-      agree(Collective::AllReduce, &t, L, tag);
-      auto T1 = std::chrono::steady_clock::now();
-      struct Dbg { ~Dbg() {} };
+      agree(Collective::AllReduce, &t, prepare(Collective::AllReduce, &t, op, 0), tag);
       if (t.numel() == 0 || size() == 1) return;
       at::Tensor buf = t.is_contiguous() ? t : t.contiguous();
       gloo::AllreduceOptions opts(context_);
@@ -347,8 +310,6 @@ class GlooCollectives final : public Collectives {
       opts.setTag(tag + 1);
       opts.setTimeout(options_.timeout);
       gloo::allreduce(opts);
-      auto T2 = std::chrono::steady_clock::now();
-      dbg_agree_ += (T1 - T0).count(); dbg_data_ += (T2 - T1).count(); dbg_n_++;
       if (op == ReduceOp::Avg) buf.div_(size());
       if (!buf.is_same(t)) t.copy_(buf);
     });
@@ -437,32 +398,34 @@ class GlooCollectives final : public Collectives {
 
   void send(const at::Tensor& t, int peer, uint64_t tag) override {
     check_peer(Collective::Send, t, peer, tag);
-    guarded(Collective::Send, &t, cat("waiting for rank ", peer, " to call recv with tag ", tag), [&] {
-      exchange_pair(Collective::Send, t, peer, tag);
-      if (t.numel() == 0) return;
-      const at::Tensor buf = t.contiguous();
-      auto ub = context_->createUnboundBuffer(const_cast<void*>(buf.data_ptr()), buf.nbytes());
-      ub->send(peer, make_slot(kSendSlotPrefix, tag));
-      ub->waitSend(options_.timeout);
-    });
+    guarded(
+        Collective::Send, &t, cat("waiting for rank ", peer, " to call recv with tag ", tag), [&] {
+          exchange_pair(Collective::Send, t, peer, tag);
+          if (t.numel() == 0) return;
+          const at::Tensor buf = t.contiguous();
+          auto ub = context_->createUnboundBuffer(const_cast<void*>(buf.data_ptr()), buf.nbytes());
+          ub->send(peer, make_slot(kSendSlotPrefix, tag));
+          ub->waitSend(options_.timeout);
+        });
   }
 
   void recv(at::Tensor& t, int peer, uint64_t tag) override {
     check_peer(Collective::Recv, t, peer, tag);
-    guarded(Collective::Recv, &t, cat("waiting for rank ", peer, " to call send with tag ", tag), [&] {
-      exchange_pair(Collective::Recv, t, peer, tag);
-      if (t.numel() == 0) return;
-      at::Tensor buf = t.is_contiguous() ? t : at::empty(t.sizes(), t.options());
-      auto ub = context_->createUnboundBuffer(buf.data_ptr(), buf.nbytes());
-      ub->recv(peer, make_slot(kSendSlotPrefix, tag));
-      ub->waitRecv(options_.timeout);
-      if (!buf.is_same(t)) t.copy_(buf);
-    });
+    guarded(Collective::Recv, &t, cat("waiting for rank ", peer, " to call send with tag ", tag),
+            [&] {
+              exchange_pair(Collective::Recv, t, peer, tag);
+              if (t.numel() == 0) return;
+              at::Tensor buf = t.is_contiguous() ? t : at::empty(t.sizes(), t.options());
+              auto ub = context_->createUnboundBuffer(buf.data_ptr(), buf.nbytes());
+              ub->recv(peer, make_slot(kSendSlotPrefix, tag));
+              ub->waitRecv(options_.timeout);
+              if (!buf.is_same(t)) t.copy_(buf);
+            });
   }
 
   void barrier() override {
     guarded(Collective::Barrier, nullptr, [&] {
-      // The header allgather completes only once every rank has sent its
+      // The header exchange completes only once every rank has sent its
       // header, which is all a barrier needs.
       const uint32_t tag = next_tag();
       agree(Collective::Barrier, nullptr, prepare(Collective::Barrier, nullptr, ReduceOp::Sum, 0),
@@ -471,7 +434,7 @@ class GlooCollectives final : public Collectives {
   }
 
  private:
-  uint32_t next_tag() { seq_++; return 0; }
+  uint32_t next_tag() { return 2 * seq_++; }  // Note [tags and slots]
 
   /// "(communicator 'dp', rank 0 of 2, tensor float32 (4, 3))"
   std::string where(const at::Tensor* t) const {
@@ -491,7 +454,8 @@ class GlooCollectives final : public Collectives {
   std::invoke_result_t<Body&> guarded(Collective c, const at::Tensor* t, const std::string& waiting,
                                       Body&& body) {
     if (!failure_.empty()) {
-      throw TransportError(cat("[collectives.", to_string(c), "] communicator unusable after an "
+      throw TransportError(cat("[collectives.", to_string(c),
+                               "] communicator unusable after an "
                                "earlier failure; create a new one ",
                                where(t), ": the failure was: ", failure_));
     }
@@ -547,8 +511,9 @@ class GlooCollectives final : public Collectives {
           std::copy(t->sizes().begin(), t->sizes().end(), h.sizes);
         }
         if (!t->device().is_cpu()) {
-          reject(Rejection::NotCpu, cat("tensor on ", t->device().str(),
-                                        ": expected a CPU tensor (the Gloo backend moves host memory)"));
+          reject(Rejection::NotCpu,
+                 cat("tensor on ", t->device().str(),
+                     ": expected a CPU tensor (the Gloo backend moves host memory)"));
         }
         if (!supports(c, t->scalar_type(), ReduceOp::Sum)) {
           reject(Rejection::Dtype,
@@ -557,9 +522,10 @@ class GlooCollectives final : public Collectives {
                          ? "float32, float64, float16, bfloat16, int32 or int64"
                          : "float32, float64, float16, bfloat16, int32, int64 or bool"));
         } else if (!supports(c, t->scalar_type(), op)) {
-          reject(Rejection::ReduceOp,
-                 cat("reduce op ", to_string(op), " not supported for ", dtype_name(t->scalar_type()),
-                     ": expected a floating dtype (reduce with sum and divide instead)"));
+          reject(
+              Rejection::ReduceOp,
+              cat("reduce op ", to_string(op), " not supported for ", dtype_name(t->scalar_type()),
+                  ": expected a floating dtype (reduce with sum and divide instead)"));
         }
       }
     }
@@ -582,8 +548,8 @@ class GlooCollectives final : public Collectives {
         h.arg = static_cast<int32_t>(arg < 0 ? arg + ndim : arg);
       }
     }
-    const bool in_place = c == Collective::AllReduce || c == Collective::Broadcast ||
-                          c == Collective::Recv;
+    const bool in_place =
+        c == Collective::AllReduce || c == Collective::Broadcast || c == Collective::Recv;
     if (in_place && t && t->defined() && at::has_internal_overlap(*t) == at::MemOverlap::Yes) {
       reject(Rejection::Overlap,
              "tensor elements share memory (an expanded view): expected a tensor that owns "
@@ -598,15 +564,7 @@ class GlooCollectives final : public Collectives {
     std::vector<Header> all(static_cast<size_t>(size()));
     all[static_cast<size_t>(rank())] = local.header;
     if (size() > 1) {
-      Header mine = local.header;
-      gloo::AllgatherOptions opts(context_);
-      opts.setInput(&mine, 1);
-      opts.setOutput(all.data(), all.size());
-      opts.setTag(tag);
-      opts.setTimeout(options_.timeout);
-      auto G0 = std::chrono::steady_clock::now();
-      gloo::allgather(opts);
-      dbg_gather_ += (std::chrono::steady_clock::now() - G0).count();
+      exchange_headers(c, t, all, tag);
     }
     const std::string op = cat("[collectives.", to_string(c), "] ");
     for (size_t r = 0; r < all.size(); ++r) {
@@ -622,9 +580,8 @@ class GlooCollectives final : public Collectives {
       }
       return -1;
     };
-    if (int r = first_differing([](const Header& a, const Header& b) {
-          return a.collective == b.collective;
-        });
+    if (int r = first_differing(
+            [](const Header& a, const Header& b) { return a.collective == b.collective; });
         r >= 0) {
       throw Error(cat(op, "ranks called different collectives: rank 0 called ",
                       to_string(static_cast<Collective>(all[0].collective)), ", rank ", r,
@@ -642,10 +599,11 @@ class GlooCollectives final : public Collectives {
     }
     if (c == Collective::Barrier) return all;
 
-    if (int r = first_differing([](const Header& a, const Header& b) { return a.dtype == b.dtype; });
+    if (int r =
+            first_differing([](const Header& a, const Header& b) { return a.dtype == b.dtype; });
         r >= 0) {
-      throw Error(cat(op, "dtypes differ across ranks: rank 0 has ", describe(all[0]), ", rank ",
-                      r, " has ", describe(all[size_t(r)]), "; expected the same dtype on every rank ",
+      throw Error(cat(op, "dtypes differ across ranks: rank 0 has ", describe(all[0]), ", rank ", r,
+                      " has ", describe(all[size_t(r)]), "; expected the same dtype on every rank ",
                       where(t)));
     }
     if (c == Collective::AllReduce || c == Collective::ReduceScatter) {
@@ -654,8 +612,8 @@ class GlooCollectives final : public Collectives {
           r >= 0) {
         throw Error(cat(op, "reduce ops differ across ranks: rank 0 passed ",
                         to_string(static_cast<ReduceOp>(all[0].reduce_op)), ", rank ", r,
-                        " passed ", to_string(static_cast<ReduceOp>(all[size_t(r)].reduce_op)),
-                        " ", where(t)));
+                        " passed ", to_string(static_cast<ReduceOp>(all[size_t(r)].reduce_op)), " ",
+                        where(t)));
       }
     }
     if (c != Collective::AllReduce) {
@@ -684,12 +642,89 @@ class GlooCollectives final : public Collectives {
     return all;
   }
 
+  /// Posts the receives for the headers of the collective with header tag
+  /// `tag`, one per peer, into inbox_ (Note [header receives ahead]). A
+  /// connection that already failed (a peer that left once it had every
+  /// header) is not this collective's failure: it is kept for the next one.
+  void post_header_recvs(uint32_t tag) {
+    if (size() == 1) return;
+    const uint64_t slot = make_slot(kHeaderSlotPrefix, tag);
+    for (int r = 0; r < size(); ++r) {
+      if (r == rank()) continue;
+      try {
+        inbox_buffer_->recv(r, slot, static_cast<size_t>(r) * sizeof(Header), sizeof(Header));
+      } catch (const std::exception& e) {
+        header_recv_failure_ = {r, e.what()};
+        return;
+      }
+    }
+  }
+
+  /// Fills `all` (this rank's entry already set) with every rank's header:
+  /// sends ours straight to every peer, whose receive is already posted, and
+  /// waits for theirs; then posts the receives for the next collective.
+  /// Our sends are only waited for at the next exchange (they finish long
+  /// before): a peer that leaves as soon as it has every header must not
+  /// fail this rank's collective, which is complete once ours arrived.
+  /// A timeout names the ranks whose header never came.
+  void exchange_headers(Collective c, const at::Tensor* t, std::vector<Header>& all, uint32_t tag) {
+    const uint64_t slot = make_slot(kHeaderSlotPrefix, tag);
+    std::vector<bool> arrived(all.size(), false);
+    arrived[static_cast<size_t>(rank())] = true;
+    if (header_recv_failure_) {
+      failure_ =
+          cat("[collectives.", to_string(c), "] connection failed while waiting for rank ",
+              header_recv_failure_->first, " ", where(t), ": ", header_recv_failure_->second);
+      throw TransportError(failure_);
+    }
+    try {
+      for (; pending_header_sends_ > 0; --pending_header_sends_) {
+        outbox_buffer_->waitSend(options_.timeout);
+      }
+      outbox_ = all[static_cast<size_t>(rank())];
+      for (int r = 0; r < size(); ++r) {
+        if (r != rank()) {
+          outbox_buffer_->send(r, slot);
+          ++pending_header_sends_;
+        }
+      }
+      for (int i = 0; i < size() - 1; ++i) {
+        int from = -1;
+        inbox_buffer_->waitRecv(&from, options_.timeout);
+        if (from >= 0 && from < size()) arrived[static_cast<size_t>(from)] = true;
+      }
+    } catch (const gloo::IoException& e) {
+      std::vector<int> missing;
+      for (int r = 0; r < size(); ++r) {
+        if (!arrived[static_cast<size_t>(r)]) missing.push_back(r);
+      }
+      const std::string whom =
+          missing.empty() ? std::string("the other ranks")
+                          : cat(missing.size() > 1 ? "ranks " : "rank ", ranks_str(missing));
+      const std::string what = e.what();
+      const bool timed_out = what.find("Timed out") != std::string::npos;
+      failure_ =
+          cat("[collectives.", to_string(c), "] ",
+              timed_out ? cat("timed out after ", options_.timeout.count(), " ms waiting for ")
+                        : std::string("connection failed while waiting for "),
+              whom, " ", where(t), ": ", what);
+      if (timed_out) throw TimeoutError(failure_);
+      throw TransportError(failure_);
+    }
+    for (int r = 0; r < size(); ++r) {
+      if (r != rank()) all[static_cast<size_t>(r)] = inbox_[static_cast<size_t>(r)];
+    }
+    // Every rank gets here whatever the verdict on the headers, so the
+    // receives stay in step with the collectives.
+    post_header_recvs(tag + 2);
+  }
+
   /// send/recv arguments checked before any communication: without a valid
   /// peer there is no one to tell.
   void check_peer(Collective c, const at::Tensor& t, int peer, uint64_t tag) const {
-    GT_CHECK(peer >= 0 && peer < size() && peer != rank(), "[collectives.", to_string(c),
-             "] peer ", peer, " invalid: expected a rank in [0, ", size(),
-             ") other than this rank ", where(&t));
+    GT_CHECK(peer >= 0 && peer < size() && peer != rank(), "[collectives.", to_string(c), "] peer ",
+             peer, " invalid: expected a rank in [0, ", size(), ") other than this rank ",
+             where(&t));
     GT_CHECK(tag <= kMaxUserTag, "[collectives.", to_string(c), "] tag ", tag,
              " too large: expected a tag below 2^56 ", where(&t));
   }
@@ -730,10 +765,11 @@ class GlooCollectives final : public Collectives {
     if (!same) {
       const Header& sender = c == Collective::Send ? mine : theirs;
       const Header& receiver = c == Collective::Send ? theirs : mine;
-      throw Error(cat(op, "tensors differ: the sender (rank ", c == Collective::Send ? rank() : peer,
-                      ") has ", describe(sender), ", the receiver (rank ",
-                      c == Collective::Send ? peer : rank(), ") has ", describe(receiver),
-                      "; expected the same dtype and shape (tag ", tag, ") ", where(&t)));
+      throw Error(cat(op, "tensors differ: the sender (rank ",
+                      c == Collective::Send ? rank() : peer, ") has ", describe(sender),
+                      ", the receiver (rank ", c == Collective::Send ? peer : rank(), ") has ",
+                      describe(receiver), "; expected the same dtype and shape (tag ", tag, ") ",
+                      where(&t)));
     }
   }
 
@@ -779,11 +815,16 @@ class GlooCollectives final : public Collectives {
   }
 
   std::shared_ptr<gloo::Context> context_;
-  int64_t dbg_prep_ = 0, dbg_gather_ = 0, dbg_agree_ = 0, dbg_data_ = 0, dbg_n_ = 0;
- public:
-  ~GlooCollectives() override { if (dbg_n_) fprintf(stderr, "rank %d: %lld calls prep %.3f gather %.3f agree %.3f ms data %.3f ms\n", rank(), (long long)dbg_n_, dbg_prep_/1e6/dbg_n_, dbg_gather_/1e6/dbg_n_, dbg_agree_ / 1e6 / dbg_n_, dbg_data_ / 1e6 / dbg_n_); }
- private:
   const GlooOptions options_;
+  // Where the peers' headers for the next collective land, and its receives;
+  // this rank's last header and its sends, not yet waited for.
+  std::vector<Header> inbox_;
+  std::unique_ptr<gloo::transport::UnboundBuffer> inbox_buffer_;
+  Header outbox_;
+  std::unique_ptr<gloo::transport::UnboundBuffer> outbox_buffer_;
+  int pending_header_sends_ = 0;
+  // Set when posting the header receives failed: the peer and the reason.
+  std::optional<std::pair<int, std::string>> header_recv_failure_;
   uint32_t seq_ = 0;     // collectives begun (Note [tags and slots])
   std::string failure_;  // the first failure that ended the communicator; empty while usable
 };
@@ -818,8 +859,10 @@ std::unique_ptr<Collectives> make_gloo_collectives(Store& store, const GlooOptio
            options.size, " invalid: expected 1 to ", kMaxSize, " ranks ", who);
   GT_CHECK(options.rank >= 0 && options.rank < options.size, "[collectives.connect] rank ",
            options.rank, " out of range: expected a rank in [0, ", options.size, ") ", who);
-  GT_CHECK(!options.name.empty(), "[collectives.connect] empty communicator name: expected a "
-           "name shared by every rank ", who);
+  GT_CHECK(!options.name.empty(),
+           "[collectives.connect] empty communicator name: expected a "
+           "name shared by every rank ",
+           who);
   GT_CHECK(options.timeout.count() > 0, "[collectives.connect] timeout ", options.timeout.count(),
            " ms: expected a positive timeout ", who);
 
@@ -869,8 +912,8 @@ std::unique_ptr<Collectives> make_gloo_collectives(Store& store, const GlooOptio
   } catch (const Error&) {
     throw;  // the store's own failure, already worded
   } catch (const std::exception& e) {
-    throw TransportError(cat("[collectives.connect] connecting to the other ranks failed ", who,
-                             ": ", e.what()));
+    throw TransportError(
+        cat("[collectives.connect] connecting to the other ranks failed ", who, ": ", e.what()));
   }
   // connectFullMesh returns on a rank once its own pairs are up, possibly
   // before its peers' are; a rank that then fails or leaves at once would
@@ -880,9 +923,11 @@ std::unique_ptr<Collectives> make_gloo_collectives(Store& store, const GlooOptio
   try {
     comm->barrier();
   } catch (const TimeoutError& e) {
-    throw TimeoutError(cat("[collectives.connect] connected, but not every rank confirmed: ", e.what()));
+    throw TimeoutError(
+        cat("[collectives.connect] connected, but not every rank confirmed: ", e.what()));
   } catch (const Error& e) {
-    throw TransportError(cat("[collectives.connect] connected, but not every rank confirmed: ", e.what()));
+    throw TransportError(
+        cat("[collectives.connect] connected, but not every rank confirmed: ", e.what()));
   }
   return comm;
 }

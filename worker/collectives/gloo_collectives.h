@@ -29,14 +29,16 @@ struct GlooOptions {
 };
 
 /// Joins the communicator `options.name` through `store` and connects to
-/// every other rank; blocks until all `size` ranks have joined. The store is
-/// used only during this call. The first call sets SIGPIPE to ignored if it
-/// still has its default action (Note [SIGPIPE] in gloo_collectives.cpp).
+/// every other rank; returns once every rank is connected (it ends with a
+/// barrier). The store is used only during this call. The first call sets
+/// SIGPIPE to ignored if it still has its default action (Note [SIGPIPE] in
+/// gloo_collectives.cpp).
 ///
 /// Throws std::invalid_argument for bad options (rank outside [0, size),
-/// size < 1, empty name, timeout <= 0), gt::TimeoutError naming the ranks that
-/// did not join within the timeout, gt::TransportError when the connections
-/// fail (bad host or interface, unreachable peer).
+/// size < 1 or > 65536, empty name, timeout <= 0), gt::TimeoutError naming
+/// the ranks that did not join within the timeout, gt::TransportError when
+/// the connections fail (bad host or interface, unreachable peer, a peer
+/// that left while connecting).
 std::unique_ptr<Collectives> make_gloo_collectives(Store& store, const GlooOptions& options);
 
 }  // namespace gt::worker::collectives

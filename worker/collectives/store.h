@@ -30,8 +30,8 @@ class Store {
 
   /// The value of `key`, waiting up to `timeout` for it to be set; nullopt
   /// when it was not set in time.
-  [[nodiscard]] virtual std::optional<std::vector<char>> get(
-      const std::string& key, std::chrono::milliseconds timeout) = 0;
+  [[nodiscard]] virtual std::optional<std::vector<char>> get(const std::string& key,
+                                                             std::chrono::milliseconds timeout) = 0;
 
   /// Waits up to `timeout` until every key is set; returns the keys still
   /// missing (empty: all set). A zero timeout only checks.
@@ -51,7 +51,7 @@ class InMemoryStore final : public Store {
 
  private:
   std::mutex mutex_;
-  std::condition_variable changed_;                   // notified on every set
+  std::condition_variable changed_;                  // notified on every set
   std::map<std::string, std::vector<char>> values_;  // guarded by mutex_
 };
 
