@@ -60,7 +60,9 @@ std::vector<int64_t> chunk_sizes(int64_t total, int parts);
 ///
 /// Errors: arguments that are wrong on this rank throw std::invalid_argument;
 /// ranks that disagree (dtype, shape, root, dim, op, or one rank calling a
-/// different collective) make every rank throw gt::Error naming both sides.
+/// different collective) make every rank throw gt::Error naming both sides,
+/// before any data moves (each collective starts with a small header
+/// exchange), and the communicator stays usable.
 /// A peer that does not answer within the timeout gives gt::TimeoutError, a
 /// broken connection gt::TransportError; after either the communicator is
 /// unusable (later calls throw TransportError naming the first failure) and
