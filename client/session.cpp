@@ -582,13 +582,7 @@ void Session::handle(std::vector<zmq::message_t>& frames) {
     e.event = "RECV";
     e.kind = wire::body_name(msg->body_type());
     e.session = session_id_;
-    switch (msg->body_type()) {
-      case wire::Body::FetchReply: e.req = msg->body_as_FetchReply()->request(); break;
-      case wire::Body::SyncReply: e.req = msg->body_as_SyncReply()->request(); break;
-      case wire::Body::ErrorReply: e.req = msg->body_as_ErrorReply()->request(); break;
-      case wire::Body::StatsReply: e.req = msg->body_as_StatsReply()->request(); break;
-      default: break;
-    }
+    e.req = wire::reply_request(*msg);
     e.bytes = 0;
     for (const auto& f : frames) e.bytes += static_cast<int64_t>(f.size());
     ilog_->record_raw(e);

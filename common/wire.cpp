@@ -97,6 +97,17 @@ std::string_view body_name(Body b) {
   return name && *name ? name : "Unknown";
 }
 
+uint64_t reply_request(const Message& m) {
+  switch (m.body_type()) {
+    case Body::FetchReply: return m.body_as_FetchReply()->request();
+    case Body::SyncReply: return m.body_as_SyncReply()->request();
+    case Body::ErrorReply: return m.body_as_ErrorReply()->request();
+    case Body::StatsReply: return m.body_as_StatsReply()->request();
+    case Body::StoreReply: return m.body_as_StoreReply()->request();
+    default: return 0;
+  }
+}
+
 zmq::message_t encode_hello(Role role, std::string_view device, uint64_t capacity_bytes,
                             int64_t pid, std::string_view name, uint32_t min_workers,
                             uint32_t version) {

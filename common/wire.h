@@ -92,6 +92,9 @@ const Message* decode(zmq::message_t& frame);
 
 /// Name of a body type, for logs ("Batch", "Hello", ...).
 std::string_view body_name(Body b);
+/// The request id a reply answers (FetchReply, SyncReply, ErrorReply,
+/// StatsReply, StoreReply); 0 for other bodies.
+uint64_t reply_request(const Message& m);
 
 zmq::message_t encode_hello(Role role, std::string_view device, uint64_t capacity_bytes,
                             int64_t pid, std::string_view name, uint32_t min_workers,

@@ -800,13 +800,7 @@ void Dispatcher::State::on_worker(int index, const wire::Message* msg, Frames& f
     e.kind = wire::body_name(type);
     e.session = s.id;
     e.worker = index;
-    switch (type) {
-      case wire::Body::FetchReply: e.req = msg->body_as_FetchReply()->request(); break;
-      case wire::Body::SyncReply: e.req = msg->body_as_SyncReply()->request(); break;
-      case wire::Body::ErrorReply: e.req = msg->body_as_ErrorReply()->request(); break;
-      case wire::Body::StatsReply: e.req = msg->body_as_StatsReply()->request(); break;
-      default: break;
-    }
+    e.req = wire::reply_request(*msg);
     ilog->record_raw(e);
   }
   switch (type) {

@@ -122,8 +122,7 @@ int run_trace(const TraceOptions& o) {
     for (auto& [component, v] : seqs) {
       std::sort(v.begin(), v.end());
       for (size_t i = 1; i < v.size(); ++i) {
-        // A component that restarted begins again at 0: not a gap.
-        if (v[i] > v[i - 1] + 1 && v[i - 1] != v[i]) {
+        if (v[i] > v[i - 1] + 1) {
           ++gaps;
           missed += v[i] - v[i - 1] - 1;
         }

@@ -162,12 +162,6 @@ constexpr int kFetchCategory = 10;
 constexpr int kFreeCategory = 11;
 constexpr int kSyncCategory = 12;
 
-std::string hex12(uint64_t digest) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(digest));
-  return std::string(buf, 12);
-}
-
 }  // namespace
 
 struct Executor::Context {
@@ -644,7 +638,7 @@ bool Executor::run_compiled(uint64_t session_id, Session& s, Promoted& unit, Con
       for (size_t i = 0; i < produced.size() && i < RawEvent::kMaxOutIds; ++i) e.out[i] = produced[i];
       // Which unit and variant: free text, one event per unit, so record() is fine.
       ilog_->record("EXEC", "Compiled", "",
-                    "sequence=" + hex12(unit.digests.escaping) +
+                    "sequence=" + jit::sequence_name(unit.digests.escaping) +
                         " ops=" + std::to_string(chain.ops.size()) + " variant=" +
                         (compiled == unit.elided.get() ? "elided" : "escaping") + " " +
                         raw_details(e));

@@ -157,10 +157,8 @@ std::string stats_details(const Executor& executor, const jit::CompileService* j
     for (const jit::UnitSummary& u : jit->unit_summaries()) {
       char speed[32] = "-";
       if (u.speedup >= 0) std::snprintf(speed, sizeof speed, "%.2f", u.speedup);
-      char digest[17];
-      std::snprintf(digest, sizeof digest, "%016llx", static_cast<unsigned long long>(u.digest));
       if (!chains.empty()) chains += ',';
-      chains.append(digest, 12);  // the sequence name gt cache list and COMPILE events use
+      chains += jit::sequence_name(u.digest);
       chains += ':';
       chains += std::to_string(u.ops);
       chains += ':';

@@ -44,6 +44,8 @@ std::string hex(uint64_t v) {
 
 }  // namespace
 
+std::string sequence_name(uint64_t digest) { return hex(digest).substr(0, 12); }
+
 CompileService::CompileService(JitOptions options, int worker, std::shared_ptr<spdlog::logger> log)
     : options_(std::move(options)),
       worker_(worker),
@@ -81,7 +83,7 @@ std::optional<Promotion> CompileService::submit(uint64_t session, Chain chain,
                    std::to_string(variants.size()) + " compiled variants already " +
                    "(GT_RECOMPILE_LIMIT=" + std::to_string(options_.recompile_limit) + ")");
         log_event("COMPILE", "Limited",
-                  "session=" + std::to_string(session) + " sequence=" + hex(p.escaping).substr(0, 12) +
+                  "session=" + std::to_string(session) + " sequence=" + sequence_name(p.escaping) +
                       " ops=" + std::to_string(chain.ops.size()) +
                       " variants=" + std::to_string(variants.size()));
         return std::nullopt;
@@ -99,7 +101,7 @@ std::optional<Promotion> CompileService::submit(uint64_t session, Chain chain,
                " ops, " + std::to_string(repetitions) + " repetitions, session " +
                std::to_string(session));
     log_event("HOTPATH", "Detected",
-              "session=" + std::to_string(session) + " sequence=" + hex(p.escaping).substr(0, 12) +
+              "session=" + std::to_string(session) + " sequence=" + sequence_name(p.escaping) +
                   " ops=" + std::to_string(ops) + " repetitions=" + std::to_string(repetitions));
     if (!unit_of_.contains(p.escaping)) {
       if (units_.size() >= kMaxSummaries) {
@@ -172,7 +174,7 @@ void CompileService::report_trial(uint64_t digest, double compiled_ms, double ea
   {
     char buf[160];
     std::snprintf(buf, sizeof buf, "sequence=%s speedup=%.3f compiled_ms=%.3f eager_ms=%.3f",
-                  hex(digest).substr(0, 12).c_str(), eager_ms / std::max(compiled_ms, 1e-9),
+                  sequence_name(digest).c_str(), eager_ms / std::max(compiled_ms, 1e-9),
                   compiled_ms, eager_ms);
     log_event("COMPILE", kept ? "Kept" : "Dropped", buf);
   }
@@ -234,7 +236,7 @@ void CompileService::compile(Job& job) {
   const bool all_escape = !job.chain.has_dead_values();
   debug_line("compile start: chain " + name +
              (all_escape ? " (every value materialised)" : " (dead values elided)"));
-  const std::string sequence = name.substr(0, 12);
+  const std::string sequence = sequence_name(digest);
   const char* variant = all_escape ? "escaping" : "elided";
   log_event("COMPILE", "Starting",
             "sequence=" + sequence + " ops=" + std::to_string(job.chain.ops.size()) +

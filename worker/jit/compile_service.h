@@ -84,6 +84,10 @@ struct Promotion {
   uint64_t elided = 0;
 };
 
+/// A unit's name in logs, STATS and `gt top`: the first 12 hex digits of
+/// its digest (the prefix `gt cache list` and GT_DEBUG_COMPILE show).
+std::string sequence_name(uint64_t digest);
+
 /// One promoted unit, for STATS and `gt top`: its escaping digest, op count,
 /// where it stands ("compiling", "trial", "kept", "dropped", "failed") and
 /// the trial's speedup (eager / compiled; negative before the trial ends).
