@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cctype>
+#include <optional>
 #include <queue>
 #include <unordered_map>
 
@@ -132,6 +133,7 @@ std::shared_ptr<GradFn> new_grad_fn(OpCode code, std::span<const int64_t> ints,
   fn->sequence_nr = g_next_sequence_nr.fetch_add(1, std::memory_order_relaxed);
   fn->ints.assign(ints.begin(), ints.end());
   fn->floats.assign(floats.begin(), floats.end());
+  fn->scope = current_scope();  // the op is issued right after, on this thread
   return fn;
 }
 
@@ -302,6 +304,12 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
   GT_CHECK(r.requires_grad(), "[client.backward] the tensor does not require grad and has no "
            "grad_fn: nothing that requires grad contributed to it (shape ",
            shape_str(r.meta().shape), "); mark leaves with requires_grad_()");
+  // Note [backward scopes]: the seed is the first op computing the root
+  // op's gradients.
+  std::shared_ptr<GradFn> root_fn = A::grad_fn(r);
+  BackwardScopes backward_scopes;
+  std::optional<ScopeOverride> seed_scope;
+  if (root_fn) seed_scope.emplace(backward_scopes.map(root_fn->scope));
   Tensor grad = gradient;
   if (!grad.defined()) {
     GT_CHECK(numel(r.meta().shape) == 1,
@@ -317,7 +325,7 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
   }
   NoGradGuard no_grad;
   grad = cast_to(std::move(grad), r.meta().dtype);
-  std::shared_ptr<GradFn> root_fn = A::grad_fn(r);
+  seed_scope.reset();
   if (!root_fn) {
     accumulate_leaf(const_cast<TensorNode&>(r), std::move(grad));
     return;
@@ -357,6 +365,7 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
     FnTask& task = *ready.top();
     ready.pop();
     GradFn& fn = *task.fn;
+    const ScopeOverride in_backward_scope(backward_scopes.map(fn.scope));
     std::vector<Tensor> input_grads(fn.next.size());
     if (task.grad.defined()) {
       BackwardContext ctx(fn, std::move(task.grad));

@@ -14,10 +14,11 @@ void BatchQueue::mark_open_locked(bool& wake) {
   }
 }
 
-bool BatchQueue::push(wire::Instr&& instr) {
-  std::lock_guard lock(mutex_);
+void BatchQueue::check_open_locked() const {
   if (closed_) throw Error("[client] the session is shut down: no further operations");
-  bool wake = false;
+}
+
+void BatchQueue::append_locked(wire::Instr&& instr, bool& wake) {
   mark_open_locked(wake);
   if (open_.instrs.empty()) open_.instrs.reserve(std::min<size_t>(max_instructions_, 1024));
   open_.instrs.push_back(std::move(instr));
@@ -25,34 +26,57 @@ bool BatchQueue::push(wire::Instr&& instr) {
     seal_locked();
     wake = true;
   }
+}
+
+void BatchQueue::enter_scope_locked(const ScopeRef& scope, bool& wake) {
+  if (scope == stream_scope_) return;
+  scope_steps_.clear();
+  append_scope_transition(stream_scope_.get(), scope.get(), scope_steps_);
+  // A batch may end between the steps: the stream is one sequence.
+  for (auto& step : scope_steps_) append_locked(std::move(step), wake);
+  scope_steps_.clear();
+  stream_scope_ = scope;
+}
+
+bool BatchQueue::push(wire::Instr&& instr) {
+  std::lock_guard lock(mutex_);
+  check_open_locked();
+  bool wake = false;
+  append_locked(std::move(instr), wake);
   return wake;
 }
 
-bool BatchQueue::push(wire::Instr&& instr, zmq::message_t&& payload) {
+bool BatchQueue::push(wire::Instr&& instr, const ScopeRef& scope) {
   std::lock_guard lock(mutex_);
-  if (closed_) throw Error("[client] the session is shut down: no further operations");
+  check_open_locked();
   bool wake = false;
-  mark_open_locked(wake);
+  enter_scope_locked(scope, wake);
+  append_locked(std::move(instr), wake);
+  return wake;
+}
+
+bool BatchQueue::push(wire::Instr&& instr, zmq::message_t&& payload, const ScopeRef& scope) {
+  std::lock_guard lock(mutex_);
+  check_open_locked();
+  bool wake = false;
+  enter_scope_locked(scope, wake);
+  // After the scope steps: they may have sealed the batch the index counts in.
   instr.payload = static_cast<int32_t>(open_.payloads.size());
   open_.payloads.push_back(std::move(payload));
-  open_.instrs.push_back(std::move(instr));
-  if (open_.instrs.size() >= max_instructions_) {
-    seal_locked();
-    wake = true;
-  }
+  append_locked(std::move(instr), wake);
   return wake;
 }
 
 void BatchQueue::push_and_seal(wire::Instr&& instr) {
   std::lock_guard lock(mutex_);
-  if (closed_) throw Error("[client] the session is shut down: no further operations");
+  check_open_locked();
   open_.instrs.push_back(std::move(instr));
   seal_locked();
 }
 
 void BatchQueue::push_stats_request(uint64_t request) {
   std::lock_guard lock(mutex_);
-  if (closed_) throw Error("[client] the session is shut down: no further operations");
+  check_open_locked();
   seal_locked();
   Batch stats;
   stats.stats_request = request;
@@ -111,6 +135,7 @@ bool BatchQueue::pop(Batch& out) {
 void BatchQueue::close() noexcept {
   std::deque<Batch> drop;
   Batch open;
+  ScopeRef scope;
   {
     std::lock_guard lock(mutex_);
     closed_ = true;
@@ -119,6 +144,7 @@ void BatchQueue::close() noexcept {
     open_ = Batch{};
     frees_.clear();
     open_since_.reset();
+    scope = std::move(stream_scope_);
   }
 }
 

@@ -11,6 +11,7 @@
 #include <gt/error.h>
 
 #include "client/internal/local_cluster.h"
+#include "client/internal/scope.h"
 #include "common/check.h"
 #include "common/dtype_rules.h"
 #include "common/env.h"
@@ -143,14 +144,20 @@ void Session::check_usable() const {
   }
 }
 
+// Every instruction of a user thread enters the stream here, so this is where
+// an Op takes its thread's signal scopes along (Note [lazy signal scopes] in
+// scope.h); other kinds are scope-neutral.
 void Session::issue(wire::Instr&& instr) {
   check_usable();
-  if (queue_.push(std::move(instr))) wake();
+  const bool wake_io = instr.kind == wire::InstrKind::Op
+                           ? queue_.push(std::move(instr), current_scope())
+                           : queue_.push(std::move(instr));
+  if (wake_io) wake();
 }
 
 void Session::issue(wire::Instr&& instr, zmq::message_t&& payload) {
   check_usable();
-  if (queue_.push(std::move(instr), std::move(payload))) wake();
+  if (queue_.push(std::move(instr), std::move(payload), current_scope())) wake();
 }
 
 void Session::release(wire::TensorId id) noexcept {

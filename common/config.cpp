@@ -505,7 +505,9 @@ std::string describe(const ConfigLocation& at) {
 Config parse_config(std::string_view yaml, std::string source_name) {
   Parser parser(source_name);
   try {
-    return parser.parse(yaml);
+    Config config = parser.parse(yaml);
+    config.text = std::string(yaml);  // what gt::set_config sends
+    return config;
   } catch (const YAML::Exception& e) {
     // yaml-cpp may throw while nodes are walked (not only while loading);
     // whatever it reports is still a bad config, never a crash.

@@ -43,6 +43,10 @@ Env read_env() {
   e.batch_max_instructions = env_int("GT_BATCH_SIZE", 1024, 1, 1 << 20);
   e.batch_max_delay_us = env_int("GT_BATCH_DELAY_US", 500, 0, 10000000);
   e.log_level = env_string("GT_LOG_LEVEL");
+  e.auto_shard = env_flag("GT_AUTO_SHARD");
+  e.auto_shard_min_bytes = env_int("GT_AUTO_SHARD_MIN_BYTES", 1 << 20, 0, int64_t{1} << 50);
+  e.collective_timeout_ms = env_int("GT_COLLECTIVE_TIMEOUT_MS", 60000, 100, 86400000);
+  e.collective_host = env_string("GT_COLLECTIVE_HOST");
   return e;
 }
 

@@ -22,6 +22,14 @@ struct Env {
   int64_t batch_max_instructions = 1024;  // GT_BATCH_SIZE
   int64_t batch_max_delay_us = 500;       // GT_BATCH_DELAY_US
   std::optional<std::string> log_level;   // GT_LOG_LEVEL
+  // Sharding and collectives (docs/sharding.md, docs/collectives.md).
+  bool auto_shard = false;                 // GT_AUTO_SHARD
+  int64_t auto_shard_min_bytes = 1 << 20;  // GT_AUTO_SHARD_MIN_BYTES
+  int64_t collective_timeout_ms = 60000;   // GT_COLLECTIVE_TIMEOUT_MS
+  /// GT_COLLECTIVE_HOST: the address a worker's collectives listen on and
+  /// give their peers; unset: 127.0.0.1 when the dispatcher is on this
+  /// machine (loopback or ipc), else this machine's host name.
+  std::optional<std::string> collective_host;
 };
 
 /// Reads the environment now (no caching).

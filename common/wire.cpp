@@ -182,6 +182,7 @@ zmq::message_t encode_batch(uint64_t session, uint64_t seq, std::span<const Inst
     auto ins = in.inputs.empty() ? 0 : fbb.CreateVector(in.inputs);
     auto ints = in.ints.empty() ? 0 : fbb.CreateVector(in.ints);
     auto floats = in.floats.empty() ? 0 : fbb.CreateVector(in.floats);
+    auto name = in.name.empty() ? 0 : fbb.CreateString(in.name);
     InstructionBuilder b(fbb);
     b.add_kind(in.kind);
     b.add_op(static_cast<uint16_t>(in.op));
@@ -192,6 +193,7 @@ zmq::message_t encode_batch(uint64_t session, uint64_t seq, std::span<const Inst
     b.add_dtype(static_cast<uint8_t>(in.dtype));
     b.add_payload(in.payload);
     b.add_request(in.request);
+    if (!in.name.empty()) b.add_name(name);
     offsets.push_back(b.Finish());
   }
   auto vec = fbb.CreateVector(offsets);
@@ -301,6 +303,7 @@ Instr to_instr(const Instruction* in) {
   out.dtype = static_cast<DType>(in->dtype());
   out.payload = in->payload();
   out.request = in->request();
+  if (in->name()) out.name = in->name()->str();
   return out;
 }
 

@@ -20,7 +20,7 @@
 namespace gt::wire {
 
 /// Bumped whenever a message, field, op code or status changes meaning.
-inline constexpr uint32_t kProtocolVersion = 5;
+inline constexpr uint32_t kProtocolVersion = 6;
 static_assert(kNumOps == 81, "op table changed: bump kProtocolVersion, update docs/protocol.md");
 static_assert(kNumStatus == 14, "status codes changed: bump kProtocolVersion, update docs/errors.md");
 
@@ -48,7 +48,14 @@ struct Instr {
   DType dtype = DType::Float32;
   int32_t payload = -1;
   uint64_t request = 0;
+  std::string name;  // Scope: signal name; Configure: YAML text
 };
+
+/// Scope instructions (InstrKind::Scope): ints[0].
+enum class ScopeAction : int64_t { Enter = 0, EnterBackward = 1, Exit = 2 };
+/// Longest signal name or Configure text accepted off the wire.
+inline constexpr size_t kMaxSignalName = 256;
+inline constexpr size_t kMaxConfigText = size_t{1} << 20;
 
 /// A failure as carried in ErrorReply and SyncReply.
 struct FailureInfo {

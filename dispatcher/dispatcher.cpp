@@ -12,6 +12,7 @@
 
 #include <gt/error.h>
 
+#include "common/config.h"
 #include "common/dtype_rules.h"
 #include "common/env.h"
 #include "common/instruction_log.h"
@@ -19,6 +20,7 @@
 #include "common/op_table.h"
 #include "common/transport.h"
 #include "common/wire.h"
+#include "dispatcher/sharding.h"
 
 namespace gt::dispatcher {
 namespace {
@@ -58,15 +60,29 @@ struct PendingStats {
   std::vector<wire::WorkerStatsInfo> workers;
 };
 
+// A client fetch of a split tensor: the dispatcher fetches each shard
+// (sub-requests) and answers once all arrived (Note [fetch gathering]).
+struct GatherFetch {
+  FetchPlan plan;
+  TensorId tensor = 0;
+  std::vector<zmq::message_t> parts;  // data of each shard, by shard index
+  size_t received = 0;
+};
+
 struct Session {
   uint64_t id = 0;
   std::string identity;  // the client's ROUTER identity
   std::string name;
   int64_t pid = 0;
   int64_t last_seen_ms = 0;
-  int worker = -1;  // placement: every tensor of the session lives there for now
-  // Logical tensor table: meta when the op table could infer it.
+  int worker = -1;  // home: every tensor lives there until the session shards
+  // Logical tensor table while the session is unsharded: meta when the op
+  // table could infer it. Once `shards` exists, it holds the table instead.
   std::unordered_map<TensorId, std::optional<TensorMeta>> tensors;
+  std::unique_ptr<ShardedSession> shards;  // Note [sharded sessions]
+  std::unordered_map<uint64_t, GatherFetch> gathers;  // by the client's request id
+  std::unordered_map<uint64_t, std::pair<uint64_t, size_t>> subrequests;  // -> request, shard
+  std::vector<wire::FailureInfo> refused;  // the dispatcher's failures, for the next Sync
   std::unordered_map<uint64_t, PendingRequest> requests;
   std::unordered_map<uint64_t, PendingStats> stats_requests;  // Note [stats gathering]
   std::optional<wire::FailureInfo> lost;  // set once its worker is lost
@@ -135,12 +151,23 @@ struct Dispatcher::State {
   std::unordered_map<uint64_t, Session> sessions;
   std::vector<PendingHello> pending_hellos;
   uint64_t next_session = 1;
+  // Note [sharded sessions]
+  std::shared_ptr<const Config> config;  // GT_CONFIG
+  uint64_t next_tag = 1;                 // send/recv tags
+  uint64_t next_subrequest = uint64_t{1} << 63;
 
   void serve_message(Frames& frames);
   void on_hello(const std::string& identity, const wire::Hello* hello);
   void on_client(Session& s, const wire::Message* msg, Frames& frames);
   void on_worker(int index, const wire::Message* msg, Frames& frames);
   void on_batch(Session& s, const wire::Batch* batch, Frames& frames);
+  void on_sharded_batch(Session& s, const wire::Batch* batch, Frames& frames);
+  /// Starts rewriting the session's stream (Note [sharded sessions]).
+  void start_sharding(Session& s);
+  void forward_fetch(Session& s, const wire::Instruction& in, Outputs& out);
+  void on_gathered_part(Session& s, const wire::FetchReply* r, Frames& frames);
+  ClusterView cluster_view();
+  std::vector<int> alive_list() const;
   void on_stats_request(Session& s, const wire::StatsRequest* r);
   void on_stats_reply(int index, Session& s, const wire::StatsReply* r);
   /// Sends the gathered StatsReply once no worker is awaited; true if sent.
@@ -202,6 +229,10 @@ Dispatcher::Dispatcher(DispatcherOptions options) : state_(std::make_unique<Stat
   }
   s.endpoint = s.router.get(zmq::sockopt::last_endpoint);
   s.log->info("listening endpoint={}", s.endpoint);
+  if (auto c = gt::detail::config_from_env()) {
+    s.config = std::make_shared<const Config>(std::move(*c));
+    s.log->info("signal config {} with {} signal(s)", s.config->source, s.config->signals.size());
+  }
   s.ilog = InstructionLog::from_env("DISPATCHER");
   if (!s.ilog) s.ilog = std::make_unique<InstructionLog>("DISPATCHER", "");
   s.log_events = s.ilog->has_files();
@@ -262,10 +293,9 @@ void Dispatcher::run() {
     s.publish_tap_chunks();
   }
   // Tell workers that every session is over so they free memory.
-  for (auto& [id, session] : s.sessions) {
-    if (session.worker >= 0 && s.workers[session.worker].alive) {
-      s.send(s.workers[session.worker].identity, wire::encode_bye(id));
-    }
+  for (auto& w : s.workers) {
+    if (!w.alive) continue;
+    for (uint64_t id : w.sessions) s.send(w.identity, wire::encode_bye(id));
   }
   s.log->info("stopped endpoint={}", s.endpoint);
 }
@@ -578,7 +608,8 @@ void Dispatcher::State::welcome_client(const PendingHello& h) {
   event("OPEN", "Session",
         "session=" + std::to_string(id) + " worker=" + std::to_string(s.worker) +
             " pid=" + std::to_string(s.pid) + " name=" + (s.name.empty() ? "-" : s.name));
-  sessions.emplace(id, std::move(s));
+  Session& placed = sessions.emplace(id, std::move(s)).first->second;
+  if (config || (env.auto_shard && alive_workers() > 1)) start_sharding(placed);
   send(h.identity, wire::encode_welcome(id, -1, alive_workers(), events_endpoint));
 }
 
@@ -613,6 +644,22 @@ void Dispatcher::State::on_client(Session& s, const wire::Message* msg, Frames& 
 void Dispatcher::State::on_batch(Session& s, const wire::Batch* batch, Frames& frames) {
   const auto* instrs = batch->instructions();
   const size_t n = instrs ? instrs->size() : 0;
+  if (!s.shards) {
+    // A config or a collective (refused there) takes the rewriting path; so
+    // does GT_AUTO_SHARD once a second worker has joined.
+    if (env.auto_shard && alive_workers() > 1) start_sharding(s);
+    for (size_t i = 0; i < n; ++i) {
+      const auto kind = instrs->Get(i)->kind();
+      if (kind == wire::InstrKind::Configure || kind == wire::InstrKind::Collective) {
+        start_sharding(s);
+        break;
+      }
+    }
+  }
+  if (s.shards) {
+    on_sharded_batch(s, batch, frames);
+    return;
+  }
   stats.instructions.fetch_add(n, std::memory_order_relaxed);
   RawEvent e;
   if (log_events) {
@@ -655,6 +702,217 @@ void Dispatcher::State::on_batch(Session& s, const wire::Batch* batch, Frames& f
     // included) now rather than after the heartbeat timeout.
     lose_worker(s.worker, "its connection closed");
   }
+}
+
+// Note [sharded sessions]
+// A session starts on its home worker (the alive worker with the fewest
+// sessions) and its batches are forwarded whole, without copies: the fast
+// path. It is rewritten instruction by instruction (dispatcher/sharding.h)
+// once a config can place its tensors elsewhere: the dispatcher has
+// GT_CONFIG, the client sent a Configure, or GT_AUTO_SHARD is on with more
+// than one worker. Then each client batch becomes one batch per worker
+// involved, with the collectives that move data between them, sent in one
+// pass so that every worker sees the collectives in the same order. Fetches
+// of split tensors are gathered here; syncs go to every worker the session
+// has used.
+void Dispatcher::State::start_sharding(Session& s) {
+  if (s.shards) return;
+  s.shards = std::make_unique<ShardedSession>(s.worker, config);
+  for (auto& [id, meta] : s.tensors) s.shards->adopt(id, std::move(meta));
+  s.tensors.clear();
+  log->info("session={} is sharded (config {})", s.id, config ? config->source : "none");
+}
+
+std::vector<int> Dispatcher::State::alive_list() const {
+  std::vector<int> out;
+  for (int i = 0; i < static_cast<int>(workers.size()); ++i) {
+    if (workers[i].alive) out.push_back(i);
+  }
+  return out;
+}
+
+ClusterView Dispatcher::State::cluster_view() {
+  return ClusterView{alive_list(), env.auto_shard, env.auto_shard_min_bytes, &next_tag};
+}
+
+void Dispatcher::State::on_sharded_batch(Session& s, const wire::Batch* batch, Frames& frames) {
+  const auto* instrs = batch->instructions();
+  const size_t n = instrs ? instrs->size() : 0;
+  stats.instructions.fetch_add(n, std::memory_order_relaxed);
+  if (log_events) {
+    RawEvent e;
+    e.event = "RECV";
+    e.kind = "Batch";
+    e.session = s.id;
+    e.n = static_cast<int64_t>(n);
+    ilog->record_raw(e);
+  }
+  if (s.lost) {
+    for (size_t i = 0; i < n; ++i) {
+      const auto* in = instrs->Get(i);
+      if (in->kind() == wire::InstrKind::Fetch || in->kind() == wire::InstrKind::Sync) {
+        reply_error(s.identity, s.id, in->request(), *s.lost);
+      }
+    }
+    return;
+  }
+  const ClusterView cluster = cluster_view();
+  Outputs out;
+  for (size_t i = 0; i < n; ++i) {
+    const wire::Instruction& in = *instrs->Get(i);
+    switch (in.kind()) {
+      case wire::InstrKind::Fetch:
+        forward_fetch(s, in, out);
+        continue;
+      case wire::InstrKind::Sync: {
+        const auto& used = s.shards->used_workers();
+        PendingRequest p{wire::InstrKind::Sync, static_cast<int>(used.size()), std::move(s.refused)};
+        s.refused.clear();
+        if (used.empty()) {
+          send(s.identity, wire::encode_sync_reply(s.id, in.request(), p.errors));
+          continue;
+        }
+        for (int w : used) {
+          wire::Instr sync;
+          sync.kind = wire::InstrKind::Sync;
+          sync.request = in.request();
+          out[w].instrs.push_back(std::move(sync));
+        }
+        s.requests[in.request()] = std::move(p);
+        continue;
+      }
+      case wire::InstrKind::Configure: {
+        const std::string text = in.name() ? in.name()->str() : "";
+        try {
+          if (text.size() > wire::kMaxConfigText) {
+            throw std::invalid_argument("the config text is " + std::to_string(text.size()) +
+                                        " bytes: expected at most 1 MiB");
+          }
+          auto c = std::make_shared<Config>(gt::detail::parse_config(text, "<session config>"));
+          gt::detail::validate_config(*c, static_cast<int>(workers.size()));
+          s.shards->set_config(std::move(c));
+          log->info("session={} uses its own config ({} signals)", s.id,
+                    s.shards->config()->signals.size());
+        } catch (const std::exception& e) {
+          s.refused.push_back(wire::failure(Status::InvalidArgument,
+                                            std::string("[dispatcher] config refused: ") + e.what()));
+        }
+        continue;
+      }
+      default:
+        break;
+    }
+    try {
+      s.shards->rewrite(in, frames, 2, cluster, out);
+    } catch (const RewriteError& e) {
+      const OpInfo* op = find_op(in.op());
+      const auto outs = wire::view(in.outputs());
+      log->warn("session={} {}", s.id, e.message);
+      s.refused.push_back(wire::failure(e.code, e.message, -1,
+                                        in.kind() == wire::InstrKind::Op && op ? std::string(op->name) : "",
+                                        outs.empty() ? 0 : outs[0]));
+    }
+  }
+  for (auto& [w, o] : out) {
+    if (o.instrs.empty()) continue;
+    workers[w].sessions.insert(s.id);
+    if (log_events) {
+      RawEvent e;
+      e.event = "SEND";
+      e.kind = "Batch";
+      e.session = s.id;
+      e.worker = w;
+      e.n = static_cast<int64_t>(o.instrs.size());
+      ilog->record_raw(e);
+    }
+    if (send(workers[w].identity, wire::encode_batch(s.id, batch->seq(), o.instrs), &o.data, 0) ==
+        Sent::Unreachable) {
+      lose_worker(w, "its connection closed");
+    }
+  }
+}
+
+// Note [fetch gathering]
+// A fetch of a tensor held whole is forwarded to one worker holding it and
+// its reply passes through. A split tensor is fetched shard by shard under
+// sub-request ids (top bit set, never a client's) and joined along the
+// split axis once every shard arrived; the first error of any shard answers
+// the client's request and the other shards are dropped as they come.
+void Dispatcher::State::forward_fetch(Session& s, const wire::Instruction& in, Outputs& out) {
+  const uint64_t request = in.request();
+  const auto ids = wire::view(in.inputs());
+  FetchPlan plan;
+  try {
+    if (ids.empty()) {
+      throw RewriteError{Status::Malformed, "[dispatcher] fetch without a tensor id"};
+    }
+    plan = s.shards->plan_fetch(ids[0]);
+  } catch (const RewriteError& e) {
+    reply_error(s.identity, s.id, request, wire::failure(e.code, e.message, -1, "", ids.empty() ? 0 : ids[0]));
+    return;
+  }
+  auto fetch = [&](int w, uint64_t req) {
+    wire::Instr f;
+    f.kind = wire::InstrKind::Fetch;
+    f.inputs = {ids[0]};
+    f.request = req;
+    out[w].instrs.push_back(std::move(f));
+  };
+  if (plan.parts.size() == 1) {
+    s.requests[request] = PendingRequest{wire::InstrKind::Fetch, 1, {}};
+    fetch(plan.parts[0].worker, request);
+    return;
+  }
+  GatherFetch g;
+  g.tensor = ids[0];
+  g.parts.resize(plan.parts.size());
+  for (size_t k = 0; k < plan.parts.size(); ++k) {
+    const uint64_t sub = next_subrequest++;
+    s.subrequests[sub] = {request, k};
+    fetch(plan.parts[k].worker, sub);
+  }
+  g.plan = std::move(plan);
+  s.gathers[request] = std::move(g);
+}
+
+void Dispatcher::State::on_gathered_part(Session& s, const wire::FetchReply* r, Frames& frames) {
+  auto sub = s.subrequests.find(r->request());
+  if (sub == s.subrequests.end()) return;
+  const auto [request, k] = sub->second;
+  s.subrequests.erase(sub);
+  auto it = s.gathers.find(request);
+  if (it == s.gathers.end()) return;  // an earlier shard failed
+  GatherFetch& g = it->second;
+  const Shape& expected = g.plan.parts[k].shape;
+  const auto shape = wire::view(r->shape());
+  const int64_t bytes = numel(expected) * element_size(g.plan.meta.dtype);
+  if (frames.size() < 3 || static_cast<DType>(r->dtype()) != g.plan.meta.dtype ||
+      !std::equal(shape.begin(), shape.end(), expected.begin(), expected.end()) ||
+      static_cast<int64_t>(frames[2].size()) != bytes) {
+    const std::string text = "[dispatcher] shard " + std::to_string(k) + " of tensor " +
+                             std::to_string(g.tensor) + " came back as " + shape_str(shape) +
+                             ": expected " + shape_str(expected) + " " +
+                             std::string(to_string(g.plan.meta.dtype));
+    log->error("session={} {}", s.id, text);
+    reply_error(s.identity, s.id, request, wire::failure(Status::Internal, text, -1, "", g.tensor));
+    s.gathers.erase(it);
+    return;
+  }
+  g.parts[k] = std::move(frames[2]);
+  if (++g.received < g.parts.size()) return;
+  std::vector<std::span<const char>> parts;
+  std::vector<Shape> shapes;
+  for (size_t i = 0; i < g.parts.size(); ++i) {
+    parts.emplace_back(static_cast<const char*>(g.parts[i].data()), g.parts[i].size());
+    shapes.push_back(g.plan.parts[i].shape);
+  }
+  std::vector<char> joined = concat_rows(parts, shapes, g.plan.axis, element_size(g.plan.meta.dtype));
+  Frames data;
+  data.emplace_back(joined.data(), joined.size());
+  send(s.identity,
+       wire::encode_fetch_reply(s.id, request, g.tensor, g.plan.meta.dtype, g.plan.meta.shape),
+       &data, 0);
+  s.gathers.erase(it);
 }
 
 void Dispatcher::State::on_stats_request(Session& s, const wire::StatsRequest* r) {
@@ -766,6 +1024,8 @@ void Dispatcher::State::track(Session& s, const wire::Instruction* in) {
     case wire::InstrKind::Sync:
       s.requests[in->request()] = PendingRequest{wire::InstrKind::Sync, 1, {}};
       return;
+    default:
+      return;  // scopes: the worker ignores them; the others start sharding
   }
 }
 
@@ -805,6 +1065,10 @@ void Dispatcher::State::on_worker(int index, const wire::Message* msg, Frames& f
   }
   switch (type) {
     case wire::Body::FetchReply: {
+      if (s.subrequests.contains(msg->body_as_FetchReply()->request())) {
+        on_gathered_part(s, msg->body_as_FetchReply(), frames);
+        return;
+      }
       s.requests.erase(msg->body_as_FetchReply()->request());
       send(s.identity, std::move(frames[1]), &frames, 2);
       return;
@@ -813,6 +1077,15 @@ void Dispatcher::State::on_worker(int index, const wire::Message* msg, Frames& f
       const auto* e = msg->body_as_ErrorReply();
       if (e->request() == 0) {
         send(s.identity, std::move(frames[1]));
+        return;
+      }
+      if (auto sub = s.subrequests.find(e->request()); sub != s.subrequests.end()) {
+        // Note [fetch gathering]: a shard failed; the request fails once.
+        const uint64_t request = sub->second.first;
+        s.subrequests.erase(sub);
+        if (s.gathers.erase(request) > 0) {
+          reply_error(s.identity, s.id, request, wire::to_failure_info(e->error()));
+        }
         return;
       }
       auto req = s.requests.find(e->request());
@@ -858,12 +1131,11 @@ void Dispatcher::State::close_session(uint64_t id, const char* why) {
   Session& s = it->second;
   // Counted before the worker hears of it, so whoever sees the Bye sees the count.
   stats.sessions_closed.fetch_add(1);
-  if (s.worker >= 0) {
-    WorkerEntry& w = workers[s.worker];
-    w.sessions.erase(id);
-    if (w.alive) send(w.identity, wire::encode_bye(id));
+  for (WorkerEntry& w : workers) {
+    if (w.sessions.erase(id) > 0 && w.alive) send(w.identity, wire::encode_bye(id));
   }
-  log->info("session closed session={} tensors={} reason='{}'", id, s.tensors.size(), why);
+  log->info("session closed session={} tensors={} reason='{}'", id,
+            s.shards ? s.shards->tensor_count() : s.tensors.size(), why);
   event("CLOSE", "Session", "session=" + std::to_string(id) + " why=" + why);
   sessions.erase(it);
 }
@@ -895,6 +1167,9 @@ void Dispatcher::State::lose_worker(int index, const std::string& why) {
     s.lost = wire::failure(Status::WorkerLost, text, index);
     std::vector<uint64_t> pending;
     for (const auto& [request, _] : s.requests) pending.push_back(request);
+    for (const auto& [request, _] : s.gathers) pending.push_back(request);
+    s.gathers.clear();
+    s.subrequests.clear();
     for (uint64_t request : pending) fail_request(s, request, *s.lost);
   }
 }

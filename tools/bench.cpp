@@ -195,9 +195,9 @@ std::vector<double> gt_sync_us(int iters) {
 }  // namespace
 
 void add_bench_options(CLI::App& app, BenchOptions& o) {
-  app.add_option("which", o.which, "throughput, latency, train, jit, log or all")
+  app.add_option("which", o.which, "throughput, latency, train, jit, log, dp, allreduce or all")
       ->capture_default_str()
-      ->check(CLI::IsMember({"throughput", "latency", "train", "jit", "log", "all"}));
+      ->check(CLI::IsMember({"throughput", "latency", "train", "jit", "log", "dp", "allreduce", "all"}));
   app.add_option("--ops", o.ops, "Ops issued before the fetch (throughput)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000000));
@@ -213,9 +213,12 @@ void add_bench_options(CLI::App& app, BenchOptions& o) {
   app.add_option("--steps", o.steps, "Training steps measured per run (train)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
-  app.add_option("--batch", o.batch, "Samples per training step (train)")
+  app.add_option("--batch", o.batch, "Samples per training step (train; dp, where the default is 1024)")
       ->capture_default_str()
       ->check(CLI::Range(1, 65536));
+  app.add_option("--bytes", o.bytes, "Bytes per all-reduce (allreduce)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{8}, int64_t{1} << 32));
 }
 
 int run_bench(const BenchOptions& o) {
@@ -226,6 +229,8 @@ int run_bench(const BenchOptions& o) {
     const bool train = o.which == "all" || o.which == "train";
     const bool jit = o.which == "all" || o.which == "jit";
     const bool log = o.which == "all" || o.which == "log";
+    const bool dp = o.which == "all" || o.which == "dp";
+    const bool allreduce = o.which == "all" || o.which == "allreduce";
     std::vector<double> raw;
     if (lat) raw = raw_pingpong_us(o.iters);  // forks: before any gt thread
 
@@ -288,6 +293,34 @@ int run_bench(const BenchOptions& o) {
       json += "\"jit_eager_ms\":" + std::to_string(j.eager_ms) +
               ",\"jit_ms\":" + std::to_string(j.jit_ms) +
               ",\"jit_speedup\":" + std::to_string(j.eager_ms / j.jit_ms);
+    }
+    if (dp) {
+      const int64_t batch = o.which == "dp" && o.batch != 128 ? o.batch : 1024;
+      const int steps = o.which == "dp" && o.steps != 200 ? o.steps : 30;
+      const DataParallelBenchResult d = bench_data_parallel(batch, steps, o.repeats);
+      std::printf(
+          "dp: MLP 784-256-256-10 step (batch %lld, Adam), 1 worker %.2f ms, 2 workers "
+          "data-parallel %.2f ms, speedup %.2fx (target >= 1.5)\n",
+          static_cast<long long>(batch), d.one_worker_ms, d.two_workers_ms,
+          d.one_worker_ms / d.two_workers_ms);
+      if (json.size() > 1) json += ",";
+      json += "\"dp_one_worker_ms\":" + std::to_string(d.one_worker_ms) +
+              ",\"dp_two_workers_ms\":" + std::to_string(d.two_workers_ms) +
+              ",\"dp_speedup\":" + std::to_string(d.one_worker_ms / d.two_workers_ms);
+    }
+    if (allreduce) {
+      const int iters = static_cast<int>(std::clamp<int64_t>((int64_t{1} << 30) / o.bytes, 10, 2000));
+      const AllReduceBenchResult a = bench_allreduce(o.bytes, iters, o.repeats);
+      const double gt_gbs = a.bytes / a.gt_s / 1e9, gloo_gbs = a.bytes / a.gloo_s / 1e9;
+      std::printf(
+          "allreduce: %.1f MB between 2 workers through gt %.3f ms (%.2f GB/s), plain Gloo "
+          "between 2 threads %.3f ms (%.2f GB/s), gt/Gloo bandwidth %.2f (target >= 0.8)\n",
+          a.bytes / 1e6, a.gt_s * 1e3, gt_gbs, a.gloo_s * 1e3, gloo_gbs, gt_gbs / gloo_gbs);
+      if (json.size() > 1) json += ",";
+      json += "\"allreduce_bytes\":" + std::to_string(a.bytes) +
+              ",\"allreduce_gt_gbs\":" + std::to_string(gt_gbs) +
+              ",\"allreduce_gloo_gbs\":" + std::to_string(gloo_gbs) +
+              ",\"allreduce_ratio\":" + std::to_string(gt_gbs / gloo_gbs);
     }
     if (log) {
       const LogBenchResult l = bench_instruction_log(o.ops, o.elems, o.repeats);

@@ -11,14 +11,32 @@ class App;
 namespace gt::tools {
 
 struct BenchOptions {
-  std::string which = "all";  // throughput | latency | train | jit | all
+  std::string which = "all";  // throughput | latency | train | jit | log | dp | allreduce | all
   int ops = 100000;           // throughput: ops issued before the one fetch
   int elems = 64;             // throughput: elements per tensor
   int iters = 2000;           // latency: round trips measured
   int repeats = 3;            // best of N for throughput and train
   int steps = 200;            // train: steps measured per repeat
-  int batch = 128;            // train: samples per step
+  int batch = 128;            // train: samples per step (dp: 1024 unless given)
+  int64_t bytes = 16 << 20;   // allreduce: bytes per all-reduce
 };
+
+/// Per-step milliseconds of the MLP training step on 1 worker and,
+/// data-parallel, on 2 (`gt bench dp`, tools/bench_dp.cpp).
+struct DataParallelBenchResult {
+  double one_worker_ms;
+  double two_workers_ms;
+};
+DataParallelBenchResult bench_data_parallel(int64_t batch, int steps, int repeats);
+
+/// Seconds per all-reduce of `bytes` floats' bytes between 2 workers through
+/// gt and between two threads with plain Gloo (`gt bench allreduce`).
+struct AllReduceBenchResult {
+  int64_t bytes;
+  double gt_s;
+  double gloo_s;
+};
+AllReduceBenchResult bench_allreduce(int64_t bytes, int iters, int repeats);
 
 /// Per-step milliseconds of the MLP training step: gt eager, gt with
 /// GT_AUTO_COMPILE=1 (after its compile and trial), LibTorch in-process.

@@ -14,6 +14,7 @@
 #include "common/check.h"
 #include "common/dtype_rules.h"
 #include "common/logging.h"
+#include "worker/internal/tensor_meta.h"
 #include "worker/kernels.h"
 
 namespace gt::worker {
@@ -32,39 +33,10 @@ constexpr size_t kSessionReserve = 1024;
 using wire::FailureInfo;
 using wire::TensorId;
 
-TensorMeta meta_of(const at::Tensor& t) {
-  const auto sizes = t.sizes();
-  return {Shape(sizes.begin(), sizes.end()), to_dtype(t.scalar_type()).value_or(DType::Float32)};
-}
-
-bool matches(const at::Tensor& t, const TensorMeta& m) {
-  if (!t.defined() || to_dtype(t.scalar_type()) != m.dtype) return false;
-  const auto sizes = t.sizes();
-  return std::equal(sizes.begin(), sizes.end(), m.shape.begin(), m.shape.end());
-}
-
-std::string describe(const TensorMeta& m) {
-  return gt::detail::cat(shape_str(m.shape), " ", to_string(m.dtype));
-}
-
-std::string describe(const at::Tensor& t) {
-  if (!t.defined()) return "no tensor";
-  const auto sizes = t.sizes();
-  return gt::detail::cat(shape_str(std::span<const int64_t>(sizes.data(), sizes.size())), " ",
-                         c10::toString(t.scalar_type()));
-}
-
-// Bytes of a tensor of this meta, saturating instead of overflowing (a matmul
-// of two large operands can name more elements than int64 holds).
-uint64_t saturating_bytes(const TensorMeta& m) {
-  uint64_t n = static_cast<uint64_t>(element_size(m.dtype));
-  for (int64_t d : m.shape) {
-    if (d <= 0) return 0;
-    if (n > UINT64_MAX / static_cast<uint64_t>(d)) return UINT64_MAX;
-    n *= static_cast<uint64_t>(d);
-  }
-  return n;
-}
+using detail::describe;
+using detail::matches;
+using detail::meta_of;
+using detail::saturating_bytes;
 
 // gt::infer prefixes its messages with "<op>: "; the failure message names the
 // op already.
@@ -161,6 +133,7 @@ constexpr int kCompiledCategory = 9;
 constexpr int kFetchCategory = 10;
 constexpr int kFreeCategory = 11;
 constexpr int kSyncCategory = 12;
+constexpr int kCollectiveCategory = 13;
 
 }  // namespace
 
@@ -326,11 +299,12 @@ bool Executor::offer_compiled(uint64_t session_id, Session& s, const wire::Instr
       return true;
     case wire::InstrKind::Fetch:
     case wire::InstrKind::Sync:
+    case wire::InstrKind::Collective:  // reads and writes values like a fetch
       if (!s.held.empty()) flush_pending(session_id, s, ctx);
       return false;
     case wire::InstrKind::Op:
       break;
-    default:
+    default:  // Scope is a no-op and keeps a unit matching; Configure fails alone
       return false;
   }
   if (in.op() == static_cast<uint16_t>(OpCode::FromData) && !s.held.empty()) return false;
@@ -662,7 +636,8 @@ void Executor::run_held_frees(uint64_t session_id, Session& s, Context& ctx) {
 std::string_view Executor::util_category(int i) {
   static constexpr std::string_view kNames[kUtilCategories] = {
       "Creation", "Control",  "Elementwise", "Linalg", "Reduction", "Shape", "Inplace",
-      "Softmax",  "Index",    "Compiled",    "Fetch",  "Free",      "Sync"};
+      "Softmax",  "Index",    "Compiled",    "Fetch",  "Free",      "Sync",
+      "Collective"};
   return i >= 0 && i < kUtilCategories ? kNames[i] : std::string_view("Control");
 }
 
@@ -691,6 +666,9 @@ uint64_t Executor::tensor_bytes() const {
 // someone wants events or STATS.
 void Executor::run_instruction(uint64_t session_id, Session& s, const wire::Instruction& in,
                                Context& ctx) {
+  // A signal scope is the dispatcher's business (docs/protocol.md,
+  // "Signals"): nothing runs, so nothing is timed or logged.
+  if (in.kind() == wire::InstrKind::Scope) return;
   if (!timing_) {
     execute_instruction(session_id, s, in, ctx);
     return;
@@ -708,6 +686,8 @@ void Executor::run_instruction(uint64_t session_id, Session& s, const wire::Inst
     case wire::InstrKind::Fetch: category = kFetchCategory; break;
     case wire::InstrKind::Free: category = kFreeCategory; break;
     case wire::InstrKind::Sync: category = kSyncCategory; break;
+    case wire::InstrKind::Collective: category = kCollectiveCategory; break;
+    default: break;
   }
   busy_ns_[category] += ns;
   if (log_events_) log_instruction(session_id, s, in, t1, ns, pending_before);
@@ -765,6 +745,27 @@ void Executor::log_instruction(uint64_t session_id, const Session& s,
       e.req = in.request();
       e.n = static_cast<int64_t>(pending_before);  // failures reported by this sync
       break;
+    case wire::InstrKind::Collective: {
+      e.event = "EXEC";
+      e.kind = "Collective";
+      const auto code = static_cast<collectives::Collective>(in.op());
+      e.op = in.op() >= 1 && in.op() <= 7 ? collectives::to_string(code)
+                                          : std::string_view("unknown");
+      e.n_in = static_cast<uint16_t>(std::min<size_t>(ids_in.size(), UINT16_MAX));
+      for (size_t i = 0; i < ids_in.size() && i < RawEvent::kMaxIds; ++i) e.in[i] = ids_in[i];
+      e.n_out = static_cast<uint16_t>(std::min<size_t>(ids_out.size(), UINT16_MAX));
+      for (size_t i = 0; i < ids_out.size() && i < RawEvent::kMaxOutIds; ++i) e.out[i] = ids_out[i];
+      // The result (the output; all_reduce's updated input; what send sent).
+      const TensorId shown = !ids_out.empty() ? ids_out[0] : (!ids_in.empty() ? ids_in[0] : 0);
+      if (auto it = s.tensors.find(shown); it != s.tensors.end() && it->second.tensor.defined()) {
+        const at::Tensor& t = it->second.tensor;
+        const auto sizes = t.sizes();
+        e.ndim = static_cast<int16_t>(std::min<size_t>(sizes.size(), INT16_MAX));
+        for (size_t d = 0; d < sizes.size() && d < RawEvent::kMaxDims; ++d) e.shape[d] = sizes[d];
+        e.bytes = static_cast<int64_t>(t.numel() * t.element_size());
+      }
+      break;
+    }
     default:
       e.event = "EXEC";
       e.kind = "Unknown";
@@ -789,12 +790,26 @@ void Executor::execute_instruction(uint64_t session_id, Session& s, const wire::
       if (s.recorder) s.recorder->on_barrier();
       run_sync(session_id, s, in, ctx);
       return;
+    case wire::InstrKind::Collective:
+      // A recorded unit must not span a collective: its inputs are read
+      // here, and its outputs come from other workers.
+      if (s.recorder) s.recorder->on_barrier(wire::view(in.inputs()));
+      run_collective(s, in);
+      return;
+    case wire::InstrKind::Scope:
+      return;  // the dispatcher's (run_instruction does not even get here)
+    case wire::InstrKind::Configure:
+      break;
   }
-  FailureInfo f = wire::failure(
-      Status::Malformed,
-      gt::detail::cat("[worker ", options_.worker, "] instruction kind ",
-                      static_cast<int>(in.kind()), " is unknown (expected 0..3)"),
-      options_.worker, "", wire::view(in.outputs()).empty() ? 0 : in.outputs()->Get(0));
+  const std::string what =
+      in.kind() == wire::InstrKind::Configure
+          ? gt::detail::cat("[worker ", options_.worker,
+                            "] a Configure instruction reached the worker: it is dispatcher-only "
+                            "(the session's signal config, docs/protocol.md \"Signals\")")
+          : gt::detail::cat("[worker ", options_.worker, "] instruction kind ",
+                            static_cast<int>(in.kind()), " is unknown (expected 0..6)");
+  FailureInfo f = wire::failure(Status::Malformed, what, options_.worker, "",
+                                wire::view(in.outputs()).empty() ? 0 : in.outputs()->Get(0));
   auto shared = std::make_shared<const FailureInfo>(f);
   poison_targets(s, in, nullptr, shared);
   record(s, std::move(f));
@@ -1134,16 +1149,25 @@ void Executor::record(Session& s, FailureInfo f) {
 
 void Executor::poison_targets(Session& s, const wire::Instruction& in, const OpInfo* op,
                               const std::shared_ptr<const FailureInfo>& f) {
+  poison_targets(s, in, op && op->kind == OpKind::Inplace, f);
+}
+
+void Executor::poison_targets(Session& s, const wire::Instruction& in, bool in_place,
+                              const std::shared_ptr<const FailureInfo>& f) {
   for (TensorId id : wire::view(in.outputs())) {
     s.tensors.try_emplace(id, Slot{at::Tensor(), f});  // never overwrites a live id
   }
   const auto ids_in = wire::view(in.inputs());
-  if (op && op->kind == OpKind::Inplace && !ids_in.empty()) {
+  if (in_place && !ids_in.empty()) {
     if (auto it = s.tensors.find(ids_in[0]); it != s.tensors.end()) {
       it->second.tensor.reset();
       it->second.poison = f;
     }
   }
+}
+
+void Executor::before_write(const at::Tensor& t) {
+  if (t.device().is_cpu()) sends_->before_write(t.storage());
 }
 
 std::string Executor::describe_inputs(const Session& s, const wire::Instruction& in) const {
@@ -1193,7 +1217,10 @@ void Executor::drop_session(uint64_t session) {
   sessions_.erase(it);
 }
 
-void Executor::drop_all_sessions() { sessions_.clear(); }
+void Executor::drop_all_sessions() {
+  sessions_.clear();
+  if (options_.collectives) options_.collectives->reset();  // Note [communicator cache]
+}
 
 size_t Executor::tensor_count(uint64_t session) const {
   auto it = sessions_.find(session);

@@ -24,6 +24,7 @@
 #include "common/op_table.h"
 #include "common/transport.h"
 #include "common/wire.h"
+#include "worker/collectives/communicators.h"
 #include "worker/jit/compile_service.h"
 #include "worker/jit/matcher.h"
 #include "worker/jit/recorder.h"
@@ -49,6 +50,10 @@ struct ExecutorOptions {
   /// when set, every session records its stream and promoted chains are
   /// compiled there. Null: no recording (it costs ~0.2 us per op).
   std::shared_ptr<jit::CompileService> jit;
+  /// The communicators Collective instructions run on (Note [collective
+  /// instructions] in worker/executor_collectives.cpp). Null: every
+  /// Collective fails with execution_failed ("no collectives backend").
+  std::shared_ptr<collectives::CommunicatorProvider> collectives;
 };
 
 /// Executes gt instruction batches with LibTorch.
@@ -59,7 +64,8 @@ struct ExecutorOptions {
 /// (and logged once at warn), or an ErrorReply for Fetch. Reply data frames
 /// may still reference tensor memory after handle() returns (zero-copy); that
 /// memory stays valid until ZeroMQ releases the frame, even if the executor is
-/// destroyed first.
+/// destroyed first. A Collective instruction blocks the calling thread until
+/// the group's other workers take part, or its communicator times out.
 class Executor {
  public:
   explicit Executor(ExecutorOptions options = {});
@@ -96,7 +102,8 @@ class Executor {
 
   /// Drops a session and all of its tensors (Bye). Unknown sessions are ignored.
   void drop_session(uint64_t session);
-  /// Drops every session (re-registration with the dispatcher).
+  /// Drops every session and every communicator (re-registration with the
+  /// dispatcher: a new worker index makes new groups).
   void drop_all_sessions();
 
   /// Index used in failure messages (set when the dispatcher welcomes us).
@@ -115,7 +122,8 @@ class Executor {
 
   /// Time spent executing, per utilisation category (util_category()), since
   /// timing was turned on; in nanoseconds.
-  static constexpr int kUtilCategories = 13;  // the OpKinds, Compiled, Fetch, Free, Sync
+  // The OpKinds, Compiled, Fetch, Free, Sync, Collective.
+  static constexpr int kUtilCategories = 14;
   static std::string_view util_category(int i);
   const std::array<int64_t, kUtilCategories>& busy_ns() const { return busy_ns_; }
   /// Bytes of memory held by live tensors of every session (each storage once).
@@ -225,6 +233,9 @@ class Executor {
                  std::span<const TensorMeta> outputs);
   void run_fetch(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
   void run_sync(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
+  /// Runs a Collective instruction (Note [collective instructions]); blocks
+  /// until the group's other ranks take part or the communicator times out.
+  void run_collective(Session& s, const wire::Instruction& in);
 
   /// Records an original failure of an Op instruction: builds the message,
   /// logs it, queues it for Sync and poisons the instruction's targets.
@@ -235,7 +246,20 @@ class Executor {
   /// ops, its live inputs[0]) with `f`.
   void poison_targets(Session& s, const wire::Instruction& in, const OpInfo* op,
                       const std::shared_ptr<const wire::FailureInfo>& f);
+  /// The same, with `in_place` saying whether inputs[0] is written.
+  void poison_targets(Session& s, const wire::Instruction& in, bool in_place,
+                      const std::shared_ptr<const wire::FailureInfo>& f);
+  /// An original failure of a Collective: "[worker N] NAME over workers
+  /// GROUP failed: WHAT (inputs: ...)" (`group` empty while unparsed),
+  /// logged, queued for Sync; returns it for poisoning.
+  std::shared_ptr<const wire::FailureInfo> collective_failure(Session& s,
+                                                              const wire::Instruction& in,
+                                                              std::string_view name,
+                                                              std::string_view group, Status code,
+                                                              std::string_view what);
   std::string describe_inputs(const Session& s, const wire::Instruction& in) const;
+  /// Note [fetch buffers]: call before writing into `t`'s storage in place.
+  void before_write(const at::Tensor& t);
   at::Generator& generator(Session& s);
 
   ExecutorOptions options_;

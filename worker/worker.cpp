@@ -26,6 +26,8 @@
 #include "common/logging.h"
 #include "common/transport.h"
 #include "common/wire.h"
+#include "worker/collectives/communicators.h"
+#include "worker/collectives/dispatcher_store.h"
 #include "worker/executor.h"
 
 namespace gt::worker {
@@ -92,6 +94,89 @@ uint64_t host_memory_bytes() {
   const long page = sysconf(_SC_PAGE_SIZE);
   return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
 }
+
+// Note [store mailbox]
+// The executor thread uses the dispatcher's rendezvous store while it
+// creates a communicator (Note [communicator cache] in
+// worker/collectives/communicators.cpp), but the DEALER socket to the
+// dispatcher belongs to the IO thread. So the store's StoreSet and StoreGet
+// headers go out through the executor's reply pipe (the IO thread forwards
+// whatever the executor pushes, in order), and the IO thread puts every
+// StoreReply it receives into a StoreMailbox, where the store waits for it
+// (DispatcherStore matches replies to its requests and skips stale ones).
+// A StoreSet the dispatcher refuses (its store is full) is answered with an
+// ErrorReply that the IO thread only logs; the rendezvous then times out
+// naming the ranks whose keys are missing. The mailbox's wait also ends when
+// the worker stops: a stop() during a rendezvous is prompt. A stop() during a
+// collective's transfer waits for the collective's timeout at worst
+// (GT_COLLECTIVE_TIMEOUT_MS): Gloo's waits cannot be interrupted from another
+// thread. Peers of a worker that goes away see their connections close and
+// fail at once.
+class StoreMailbox {
+ public:
+  /// IO thread: a StoreReply header from the dispatcher.
+  void push(zmq::message_t header) {
+    {
+      std::lock_guard lock(mutex_);
+      // Only answers to the store's own requests arrive, but one that came
+      // after its request gave up stays until the next wait: bound them.
+      if (replies_.size() >= kMaxReplies) replies_.pop_front();
+      replies_.push_back(std::move(header));
+    }
+    ready_.notify_all();
+  }
+
+  /// Executor thread: the next reply, waiting up to `timeout`; nullopt when
+  /// none came. Throws gt::TransportError once the worker is stopping.
+  std::optional<zmq::message_t> pop(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex_);
+    ready_.wait_for(lock, timeout, [&] { return closed_ || !replies_.empty(); });
+    if (closed_) {
+      throw TransportError(
+          "[worker.store] the worker is stopping: gave up waiting for the dispatcher's "
+          "rendezvous store");
+    }
+    if (replies_.empty()) return std::nullopt;
+    zmq::message_t header = std::move(replies_.front());
+    replies_.pop_front();
+    return header;
+  }
+
+  /// Any thread: ends every wait, now and later.
+  void close() {
+    {
+      std::lock_guard lock(mutex_);
+      closed_ = true;
+    }
+    ready_.notify_all();
+  }
+
+ private:
+  static constexpr size_t kMaxReplies = 64;
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<zmq::message_t> replies_;  // guarded by mutex_
+  bool closed_ = false;                 // guarded by mutex_
+};
+
+// The executor thread's side of Note [store mailbox].
+class WorkerStoreTransport final : public collectives::StoreTransport {
+ public:
+  WorkerStoreTransport(const ReplySink& sink, StoreMailbox& mailbox)
+      : sink_(sink), mailbox_(mailbox) {}
+  void send(zmq::message_t header) override {
+    Frames frames;
+    frames.push_back(std::move(header));
+    sink_(std::move(frames));
+  }
+  std::optional<zmq::message_t> receive(std::chrono::milliseconds timeout) override {
+    return mailbox_.pop(timeout);
+  }
+
+ private:
+  const ReplySink& sink_;  // the executor thread's reply pipe; outlives the store
+  StoreMailbox& mailbox_;
+};
 
 // What the IO thread hands the executor thread, in stream order.
 struct Item {
@@ -257,6 +342,8 @@ struct Worker::Impl {
   void open_instruction_log(int worker);
   void set_trace(bool events, bool stats);
 
+  StoreMailbox store_replies;  // Note [store mailbox]: IO thread pushes, executor thread waits
+
   std::mutex thread_mutex;            // guards io_thread (start/join) and fatal
   std::thread io_thread;              // started by start(), joined by wait() or the destructor
   std::thread executor_thread;        // io thread only: started and joined by io_main
@@ -342,7 +429,21 @@ void Worker::Impl::executor_main() {
                 jit_options.cache_dir.empty() ? jit::default_cache_dir().string()
                                               : jit_options.cache_dir.string());
     }
-    Executor executor(ExecutorOptions{index.load(), device, capacity_bytes, log, jit});
+    // Note [store mailbox]; the communicators are made on the executor
+    // thread, through the sink above (declared first, so it outlives them).
+    const Env& settings = env();
+    auto store = std::make_shared<collectives::DispatcherStore>(
+        std::make_unique<WorkerStoreTransport>(sink, store_replies));
+    const std::string collective_host =
+        settings.collective_host.value_or(
+            collectives::default_collective_host(options.dispatcher));
+    auto communicators =
+        std::make_shared<collectives::CommunicatorProvider>(collectives::gloo_communicator_factory(
+            std::move(store), collective_host,
+            std::chrono::milliseconds(settings.collective_timeout_ms)),
+        [this] { return executor_stopping.load(std::memory_order_relaxed); });
+    Executor executor(
+        ExecutorOptions{index.load(), device, capacity_bytes, log, jit, std::move(communicators)});
     std::deque<Item> work;
     // Note [worker events]: STATS while the dispatcher asks for them.
     std::shared_ptr<InstructionLog> ilog;
@@ -458,8 +559,10 @@ void Worker::Impl::io_main() {
     }
 
     // Shutdown: stop the executor and join it. Its reply sends give up once
-    // executor_stopping is set, so a full pipe cannot block the join.
+    // executor_stopping is set, so a full pipe cannot block the join, and a
+    // wait for the rendezvous store ends (Note [store mailbox]).
     executor_stopping.store(true);
+    store_replies.close();
     {
       std::lock_guard lock(queue_mutex);
       executor_stop = true;
@@ -608,6 +711,9 @@ void Worker::Impl::io_loop(zmq::socket_t& pull) {
             break;
           }
           case wire::Body::Heartbeat: break;
+          case wire::Body::StoreReply:  // Note [store mailbox]
+            store_replies.push(std::move((*frames)[0]));
+            break;
           case wire::Body::TraceControl:
             if (registered) {
               const auto* t = msg->body_as_TraceControl();

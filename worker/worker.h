@@ -25,7 +25,10 @@ void check_device(const std::string& device);
 /// Welcome, heartbeats, re-registration after heartbeat_timeout of silence);
 /// an executor thread runs the received batches in order (worker/executor.h),
 /// answers a StatsRequest after the batches received before it, and hands
-/// replies back to the IO thread over an inproc PUSH/PULL pair.
+/// replies back to the IO thread over an inproc PUSH/PULL pair. Collective
+/// instructions run on Gloo communicators that meet through the dispatcher's
+/// rendezvous store; the store's requests take the same pipe and its replies
+/// come back through a mailbox (Note [store mailbox] in worker.cpp).
 ///
 /// Pinned (copy and move deleted). The constructor validates the options and
 /// throws std::invalid_argument; it starts nothing. run() starts both threads
@@ -36,10 +39,12 @@ void check_device(const std::string& device);
 ///
 /// Shutdown order: stop() sets a flag that the IO thread sees within 50 ms;
 /// the IO thread stops reading the dispatcher, tells the executor thread to
-/// stop (flag + condition variable) and joins it; the executor thread finishes
-/// the batch in progress (a reply send stuck on a full pipe gives up), drops
-/// the queued batches and closes its PUSH socket; then the IO thread closes
-/// the PULL and DEALER sockets and exits.
+/// stop (flag + condition variable, and closes the store mailbox) and joins
+/// it; the executor thread finishes the batch in progress (a reply send stuck
+/// on a full pipe gives up, a wait for the rendezvous store ends at once, a
+/// collective's transfer within GT_COLLECTIVE_TIMEOUT_MS), drops the queued
+/// batches, closes its communicators and its PUSH socket; then the IO thread
+/// closes the PULL and DEALER sockets and exits.
 /// run() joins the IO thread; the destructor calls stop() and joins whatever
 /// is still running (never detaches).
 class Worker {

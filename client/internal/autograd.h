@@ -23,6 +23,18 @@
 // "data holder" node without autograd history; the output node and the GradFn
 // both point at the holder, and the id is released when the last of them dies.
 //
+// Note [backward scopes]
+// A GradFn keeps the signal scope stack its forward op was issued in. The
+// backward engine issues everything that computes a GradFn's gradients (its
+// rule, the casts and sums into its inputs' gradients, the accumulation into
+// leaves, and for the root the seed gradient) with its thread's stack set to
+// that stack's backward counterpart, so the stream shows an EnterBackward
+// frame per scope, named after the forward signal, and the dispatcher places
+// gradients by each signal's `backward` entry. A GradFn recorded outside any
+// scope gets its gradients outside any scope, whatever scope backward() is
+// called in. The backward chains are built once per pass (BackwardScopes in
+// scope.h).
+//
 // Note [version counters]
 // A saved tensor remembers its version when saved. Each in-place op bumps the
 // counter shared by every tensor aliasing the same worker storage (views made
@@ -42,6 +54,7 @@
 #include <gt/export.h>
 #include <gt/tensor.h>
 
+#include "client/internal/scope.h"
 #include "common/op_table.h"
 
 namespace gt::client {
@@ -86,6 +99,8 @@ struct GT_API GradFn {
   std::vector<SavedTensor> saved_inputs;
   SavedTensor saved_output;
   bool released = false;  // saved tensors freed by a backward without retain_graph
+  // The signal scopes the forward op was issued in (Note [backward scopes]).
+  ScopeRef scope;
 
   /// "MulBackward", "MatmulBackward", ... (for messages and tests).
   std::string name() const;

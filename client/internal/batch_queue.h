@@ -12,6 +12,7 @@
 
 #include <gt/export.h>
 
+#include "client/internal/scope.h"
 #include "common/wire.h"
 
 namespace gt::client {
@@ -37,6 +38,11 @@ struct Batch {
 /// return true when the IO thread must be woken: the batch was sealed, or the
 /// open batch just became non-empty (so the IO thread starts its delay timer).
 /// After close(), push() throws gt::Error and push_free() does nothing.
+///
+/// Signal scopes (Note [lazy signal scopes] in scope.h): the queue keeps the
+/// stream's scope stack. push() with a scope first appends the Scope
+/// instructions that bring the stream to that stack (ops); push() without
+/// one, push_and_seal() and the Free leave the stream's stack as it is.
 class GT_API BatchQueue {
  public:
   using Clock = std::chrono::steady_clock;
@@ -45,11 +51,15 @@ class GT_API BatchQueue {
   BatchQueue(const BatchQueue&) = delete;
   BatchQueue& operator=(const BatchQueue&) = delete;
 
-  /// Appends an instruction; returns whether to wake the IO thread.
+  /// Appends a scope-neutral instruction; returns whether to wake the IO thread.
   bool push(wire::Instr&& instr);
-  /// Appends an instruction with its data frame, setting instr.payload to the
-  /// frame's index in the batch; returns whether to wake the IO thread.
-  bool push(wire::Instr&& instr, zmq::message_t&& payload);
+  /// Appends an instruction issued in `scope` (the issuing thread's stack),
+  /// preceded by the Scope instructions that take the stream there.
+  bool push(wire::Instr&& instr, const ScopeRef& scope);
+  /// Appends an instruction issued in `scope` with its data frame, setting
+  /// instr.payload to the frame's index in its batch; returns whether to wake
+  /// the IO thread.
+  bool push(wire::Instr&& instr, zmq::message_t&& payload, const ScopeRef& scope);
   /// Appends an instruction and seals the batch at once (sync points: one
   /// wake-up instead of two). The IO thread must be woken afterwards.
   void push_and_seal(wire::Instr&& instr);
@@ -74,8 +84,14 @@ class GT_API BatchQueue {
   size_t open_size() const;
 
  private:
-  void seal_locked();  // requires mutex_
+  // All require mutex_.
+  void check_open_locked() const;
+  void seal_locked();
   void mark_open_locked(bool& wake);
+  // Appends to the open batch, sealing it when it reaches the size bound.
+  void append_locked(wire::Instr&& instr, bool& wake);
+  // Appends the Scope instructions from the stream's stack to `scope`.
+  void enter_scope_locked(const ScopeRef& scope, bool& wake);
 
   const size_t max_instructions_;
   mutable std::mutex mutex_;
@@ -84,6 +100,10 @@ class GT_API BatchQueue {
   std::optional<Clock::time_point> open_since_;     // guarded by mutex_
   std::deque<Batch> sealed_;                        // guarded by mutex_
   bool closed_ = false;                             // guarded by mutex_
+  // The stack the stream is in: the last one an op was pushed with. Held,
+  // not just compared, so a dead frame's address is never mistaken for it.
+  ScopeRef stream_scope_;                           // guarded by mutex_
+  std::vector<wire::Instr> scope_steps_;            // guarded by mutex_; reused
 };
 
 }  // namespace gt::client

@@ -106,10 +106,13 @@ class GT_API Session : public std::enable_shared_from_this<Session> {
 
   /// A fresh tensor id (1, 2, ...; never reused).
   wire::TensorId new_id() { return next_id_.fetch_add(1, std::memory_order_relaxed); }
-  /// Queues an instruction; never waits for the network. Throws gt::Error
+  /// Queues an instruction; never waits for the network. An Op is issued in
+  /// the calling thread's signal scopes (Note [lazy signal scopes] in
+  /// scope.h); other kinds leave the stream's scopes alone. Throws gt::Error
   /// after close() and gt::TransportError once the connection is lost.
   void issue(wire::Instr&& instr);
-  /// Queues an instruction with its data frame (sent zero-copy).
+  /// Queues an Op with its data frame (sent zero-copy), in the calling
+  /// thread's signal scopes.
   void issue(wire::Instr&& instr, zmq::message_t&& payload);
   /// Queues `id` for the next Free (Note [tensor release batching]).
   void release(wire::TensorId id) noexcept;

@@ -3,7 +3,7 @@
 // each gt::signal::Context scope, how they are split, which entry their
 // gradients follow, and whether the scope is one compile unit.
 //
-//   # configs/data_parallel.yaml (shortened)
+//   # my_config.yaml
 //   forward:
 //     shard: {axis: 0, workers: [0, 1]}
 //     backward: grads
@@ -11,12 +11,14 @@
 //   grads:
 //     shard: {replicated: true}
 //
-//   gt::Config c = gt::load_config("configs/data_parallel.yaml");
+//   gt::Config c = gt::load_config("my_config.yaml");
 //   gt::validate_config(c, 2);  // worker indices against the cluster size
+//   gt::set_config(c);          // this program's session uses it
 //
 // The types are plain values (copies are independent) and thread-compatible.
 // Every function reports a bad file or value with gt::ConfigError, whose
 // file() and key() name the source and the key path ("forward.shard.axis").
+// Scopes are opened with gt::signal::Context (<gt/signal.h>).
 
 #include <cstdint>
 #include <map>
@@ -75,6 +77,11 @@ struct SignalConfig {
 struct Config {
   std::string source;  // the file (or parse_config's name) it came from
   std::map<std::string, SignalConfig, std::less<>> signals;
+  /// The YAML source as parsed (filled by parse_config, load_config and
+  /// config_from_env); what set_config sends. Empty for a config built in
+  /// code: set_config then writes `signals` as YAML. After changing
+  /// `signals` of a parsed config, clear `text` so that the change is sent.
+  std::string text;
 
   /// The entry of a signal, or nullptr when the config has none.
   const SignalConfig* find(std::string_view name) const {
@@ -99,5 +106,18 @@ GT_API std::optional<Config> config_from_env();
 /// `workers` (>= 1, else std::invalid_argument). Throws gt::ConfigError naming
 /// the offending `workers` entry.
 GT_API void validate_config(const Config& config, int workers);
+
+/// Makes `config` the signal config of this program's session (starting the
+/// session if needed), replacing the dispatcher's GT_CONFIG for it from here
+/// on in the instruction stream; it lasts until the session ends or the next
+/// set_config. A sync point: first every instruction issued before runs (and
+/// their failures throw, as from gt::synchronize(), before the config is
+/// sent), then the dispatcher takes the config. Throws gt::ConfigError for a
+/// config that does not parse, names a worker the local cluster lacks (a
+/// remote dispatcher checks worker indices itself) or that the dispatcher
+/// refuses (its message); std::invalid_argument for a YAML text over 1 MiB;
+/// gt::TransportError on a lost connection. Thread-safe, but ops that other
+/// threads issue meanwhile may run under either config.
+GT_API void set_config(const Config& config);
 
 }  // namespace gt

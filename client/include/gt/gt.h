@@ -17,4 +17,5 @@
 #include <gt/options.h>
 #include <gt/scalar.h>
 #include <gt/session.h>
+#include <gt/signal.h>
 #include <gt/tensor.h>

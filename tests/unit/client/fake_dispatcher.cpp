@@ -5,6 +5,7 @@
 #include <gt/session.h>
 
 #include "client/internal/api.h"
+#include "common/config.h"
 #include "common/shape.h"
 #include "common/transport.h"
 
@@ -233,6 +234,19 @@ void FakeDispatcher::process(const wire::Instr& in, std::vector<zmq::message_t>&
            std::move(data));
       return;
     }
+    case wire::InstrKind::Scope:
+    case wire::InstrKind::Collective:
+      return;
+    case wire::InstrKind::Configure:
+      // As dispatcher.cpp's on_sharded_batch: the refusal waits for the next Sync.
+      try {
+        const Config c = gt::detail::parse_config(in.name, "<session config>");
+        gt::detail::validate_config(c, 1);
+      } catch (const std::exception& e) {
+        next_sync_errors_.push_back(wire::failure(
+            Status::InvalidArgument, std::string("[dispatcher] config refused: ") + e.what()));
+      }
+      return;
     case wire::InstrKind::Sync: {
       if (silent_) return;
       if (next_sync_error_) {

@@ -4,7 +4,10 @@
 // Heartbeat, Fetch with FetchReply (the data of FromData tensors, data set by
 // the test, or zeros shaped by the op table), Sync with SyncReply and
 // StatsRequest with a StatsReply of the entries set by the test, and it
-// records everything. Fault injection: refuse or ignore the Hello, go silent,
+// records everything. Scope instructions are recorded and otherwise ignored;
+// a Configure is checked as the dispatcher does (parsed, worker indices
+// against its one worker) and a refused one fails the next Sync with
+// invalid_argument. Fault injection: refuse or ignore the Hello, go silent,
 // poison tensors, fail syncs, send asynchronous errors.
 
 #include <atomic>

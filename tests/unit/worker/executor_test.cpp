@@ -4,7 +4,11 @@
 #include <functional>
 #include <random>
 
+#include <gt/error.h>
+
 #include "tests/unit/worker/worker_test_support.h"
+#include "worker/collectives/communicators.h"
+#include "worker/collectives/store.h"
 
 namespace gt::worker::test {
 namespace {
@@ -462,7 +466,7 @@ TEST_CASE("executor FromData copies the frame and checks its size", "[worker][un
 }
 
 TEST_CASE("executor failure messages name the worker, op, inputs and tensor", "[worker][unit]") {
-  Harness h(ExecutorOptions{3, at::kCPU, 0, quiet_logger(), nullptr});
+  Harness h(ExecutorOptions{3, at::kCPU, 0, quiet_logger(), nullptr, nullptr});
   const TensorId a = h.put(at::ones({2, 3}));
   const TensorId b = h.put(at::ones({3}, at::kLong));
   const TensorId c = h.put(at::ones({4}));
@@ -666,7 +670,7 @@ TEST_CASE("executor caps pending failures of a session that never syncs", "[work
 }
 
 TEST_CASE("executor capacity bounds outputs before allocating", "[worker][unit]") {
-  Harness h(ExecutorOptions{0, at::kCPU, 1 << 20, quiet_logger(), nullptr});
+  Harness h(ExecutorOptions{0, at::kCPU, 1 << 20, quiet_logger(), nullptr, nullptr});
   h.run({op(OpCode::Zeros, {1}, {}, {1 << 20}), op(OpCode::Zeros, {2}, {}, {16})});
   auto failures = h.sync();
   REQUIRE(failures.size() == 1);
@@ -715,40 +719,80 @@ TEST_CASE("executor answers malformed messages and never throws", "[worker][unit
     CHECK(failures[0].code == Status::Malformed);
   }
   SECTION("random instructions") {
-    Harness fuzz(ExecutorOptions{0, at::kCPU, 1 << 22, quiet_logger(), nullptr});
-    std::mt19937_64 rng(42);
-    auto pick = [&](int64_t lo, int64_t hi) {
-      return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
-    };
-    for (int round = 0; round < 40; ++round) {
-      std::vector<Instr> instrs;
-      Frames data;
-      for (int i = 0; i < 50; ++i) {
-        Instr in;
-        in.kind = static_cast<InstrKind>(pick(0, 9) < 8 ? 0 : pick(0, 5));
-        in.op = static_cast<OpCode>(pick(0, kNumOps + 2));
-        for (int k = pick(0, 2); k > 0; --k) in.outputs.push_back(pick(0, 40));
-        for (int k = pick(0, 3); k > 0; --k) in.inputs.push_back(pick(0, 40));
-        for (int k = pick(0, 5); k > 0; --k) {
-          in.ints.push_back(pick(0, 9) == 0 ? pick(INT64_MIN / 2, INT64_MAX / 2) : pick(-3, 6));
+    // Without communicators every Collective fails at once; with them, the
+    // one-worker group [0] really runs (Gloo with one rank) and any other
+    // group is refused at once, so nothing waits for a peer.
+    auto one_rank_only = std::make_shared<collectives::CommunicatorProvider>(
+        [gloo = collectives::gloo_communicator_factory(
+             std::make_shared<collectives::InMemoryStore>(), "127.0.0.1", std::chrono::seconds(5))](
+            const std::vector<int>& group, int rank) -> std::unique_ptr<collectives::Collectives> {
+          if (group.size() > 1) throw TransportError("fuzz: no peers to connect to");
+          return gloo(group, rank);
+        });
+    for (auto provider : {std::shared_ptr<collectives::CommunicatorProvider>(), one_rank_only}) {
+      Harness fuzz(ExecutorOptions{0, at::kCPU, 1 << 22, quiet_logger(), nullptr, provider});
+      std::mt19937_64 rng(42);
+      auto pick = [&](int64_t lo, int64_t hi) {
+        return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+      };
+      for (int round = 0; round < 40; ++round) {
+        std::vector<Instr> instrs;
+        Frames data;
+        for (int i = 0; i < 50; ++i) {
+          Instr in;
+          in.kind = static_cast<InstrKind>(pick(0, 9) < 8 ? 0 : pick(0, 7));
+          in.op = static_cast<OpCode>(pick(0, kNumOps + 2));
+          for (int k = pick(0, 2); k > 0; --k) in.outputs.push_back(pick(0, 40));
+          for (int k = pick(0, 3); k > 0; --k) in.inputs.push_back(pick(0, 40));
+          for (int k = pick(0, 5); k > 0; --k) {
+            in.ints.push_back(pick(0, 9) == 0 ? pick(INT64_MIN / 2, INT64_MAX / 2) : pick(-3, 6));
+          }
+          for (int k = pick(0, 3); k > 0; --k) {
+            const double choices[] = {0.0, 1.0, -2.5, 1e300, std::nan(""), INFINITY, 3.0};
+            in.floats.push_back(choices[pick(0, 6)]);
+          }
+          in.dtype = static_cast<DType>(pick(0, kNumDTypes));
+          in.payload = static_cast<int32_t>(pick(-1, 2));
+          in.request = pick(0, 5);
+          if (pick(0, 9) == 0) in.name = "scope";
+          if (in.kind == InstrKind::Collective && pick(0, 1) == 0) {
+            // Mostly well formed, after the table of docs/protocol.md: a
+            // known code, the group [0] or [0, 1], a small a and b, the
+            // shape and dtype of the round's live float tensor, and the
+            // inputs and outputs the collective takes.
+            const auto code = static_cast<int>(pick(1, 8));
+            in.op = static_cast<OpCode>(code);
+            in.ints = pick(0, 3) != 0 ? std::vector<int64_t>{1, 0} : std::vector<int64_t>{2, 0, 1};
+            const int64_t a = pick(-1, 2);
+            in.ints.push_back(a);
+            in.ints.push_back(pick(0, 3) == 0 ? pick(-1, 5) : 0);
+            in.ints.push_back(2);
+            in.ints.push_back(pick(0, 5) == 0 ? pick(-1, 4) : 3);
+            in.dtype = pick(0, 5) == 0 ? static_cast<DType>(pick(0, kNumDTypes)) : DType::Float32;
+            const bool takes_input = code == 1 || code == 2 || code == 3 || code == 5 ||
+                                     (code == 4 && a == 0);
+            const bool gives_output = code == 2 || code == 3 || code == 6 || (code == 4 && a != 0);
+            in.inputs.clear();
+            in.outputs.clear();
+            if (takes_input) {
+              in.inputs.push_back(pick(0, 2) != 0 ? static_cast<TensorId>(100 + round)
+                                                  : static_cast<TensorId>(pick(0, 40)));
+            }
+            if (gives_output) in.outputs.push_back(pick(41, 400));
+          }
+          instrs.push_back(std::move(in));
+          if (pick(0, 3) == 0) data.push_back(zmq::message_t(pick(0, 64)));
         }
-        for (int k = pick(0, 3); k > 0; --k) {
-          const double choices[] = {0.0, 1.0, -2.5, 1e300, std::nan(""), INFINITY, 3.0};
-          in.floats.push_back(choices[pick(0, 6)]);
-        }
-        in.dtype = static_cast<DType>(pick(0, kNumDTypes));
-        in.payload = static_cast<int32_t>(pick(-1, 2));
-        in.request = pick(0, 5);
-        instrs.push_back(std::move(in));
-        if (pick(0, 3) == 0) data.push_back(zmq::message_t(pick(0, 64)));
+        // Seed the namespace with a few live tensors of assorted dtypes.
+        fuzz.run({op(OpCode::Ones, {static_cast<TensorId>(100 + round)}, {}, {2, 3}),
+                  op(OpCode::Arange, {static_cast<TensorId>(200 + round)}, {}, {}, {0, 6, 1},
+                     DType::Int32)});
+        fuzz.run(instrs, std::move(data));
       }
-      // Seed the namespace with a few live tensors of assorted dtypes.
-      fuzz.run({op(OpCode::Ones, {static_cast<TensorId>(100 + round)}, {}, {2, 3}),
-                op(OpCode::Arange, {static_cast<TensorId>(200 + round)}, {}, {}, {0, 6, 1},
-                   DType::Int32)});
-      fuzz.run(instrs, std::move(data));
+      CHECK(fuzz.ex.instructions_executed() > 2000);
     }
-    CHECK(fuzz.ex.instructions_executed() > 2000);
+    CHECK(one_rank_only->communicator_count() == 1);  // some reached Gloo
+    CHECK(one_rank_only->broken({0, 1}).has_value());  // and some a refused group
   }
 }
 

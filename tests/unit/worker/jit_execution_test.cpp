@@ -9,6 +9,8 @@
 #include <string>
 
 #include "tests/unit/worker/worker_test_support.h"
+#include "worker/collectives/communicators.h"
+#include "worker/collectives/store.h"
 #include "worker/jit/compile_service.h"
 #include "tests/support/temp_dir.h"
 
@@ -22,14 +24,16 @@ using gt::test::TempDir;
 // GT_COMPILE=1 (promote at the first repetition) without the timed trial, so
 // that every matched unit after the compile runs compiled.
 struct JitHarness {
-  explicit JitHarness(int recompile_limit = 8) {
+  explicit JitHarness(int recompile_limit = 8,
+                      std::shared_ptr<collectives::CommunicatorProvider> communicators = nullptr) {
     jit::JitOptions o;
     o.compile_all = true;
     o.trial_units = 0;
     o.recompile_limit = recompile_limit;
     o.cache_dir = cache.path;
     service = std::make_shared<jit::CompileService>(o, 0, quiet_logger());
-    h = std::make_unique<Harness>(ExecutorOptions{0, at::kCPU, 0, quiet_logger(), service});
+    h = std::make_unique<Harness>(ExecutorOptions{0, at::kCPU, 0, quiet_logger(), service,
+                                                           std::move(communicators)});
   }
   TempDir cache;
   std::shared_ptr<jit::CompileService> service;
@@ -214,6 +218,35 @@ TEST_CASE("flush_held runs a held half unit eagerly (a stats request is a sync p
   check_same(h.get(mid), torch_iterate(x0, b, 3) * 0.5 + b);
   h.ex.flush_held(h.session, h.sink);  // nothing held: no effect
   h.ex.flush_held(12345, h.sink);      // unknown session: ignored
+  h.run({unit[3], unit[4], unit[5], free_instr(loop.dead)});
+  loop.dead.clear();
+  CHECK(h.sync().empty());
+  CHECK(j.service->stats().runs == 0);
+  check_same(h.get(loop.x), torch_iterate(x0, b, 4));
+}
+
+TEST_CASE("a collective runs a held half unit eagerly first", "[worker][unit][jit][collectives]") {
+  // Communicators of the one-worker group [0]: Gloo with a single rank.
+  JitHarness j(8, std::make_shared<collectives::CommunicatorProvider>(
+                      collectives::gloo_communicator_factory(
+                          std::make_shared<collectives::InMemoryStore>(), "127.0.0.1",
+                          std::chrono::seconds(5))));
+  Harness& h = *j.h;
+  const at::Tensor x0 = at::randn({50}), b = at::randn({50});
+  Loop loop{h.put(x0), h.put(b), {}, {}};
+  h.run(loop.batch(h, 3));
+  j.service->drain();
+  std::vector<Instr> unit;
+  loop.iterate(h, unit);
+  const TensorId mid = loop.mids.back();
+  // All-reducing the unit's intermediate mid-unit: the held ops must run first.
+  Instr reduce;
+  reduce.kind = InstrKind::Collective;
+  reduce.op = static_cast<OpCode>(collectives::Collective::AllReduce);
+  reduce.ints = {1, 0, 0, 0, 50};
+  reduce.inputs = {mid};
+  h.run({unit[0], unit[1], unit[2], reduce});
+  check_same(h.get(mid), torch_iterate(x0, b, 3) * 0.5 + b);
   h.run({unit[3], unit[4], unit[5], free_instr(loop.dead)});
   loop.dead.clear();
   CHECK(h.sync().empty());

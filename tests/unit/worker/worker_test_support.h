@@ -72,7 +72,7 @@ inline zmq::message_t bytes_of(const at::Tensor& t) {
 }
 
 struct Harness {
-  explicit Harness(ExecutorOptions options = {0, at::kCPU, 0, quiet_logger(), nullptr})
+  explicit Harness(ExecutorOptions options = {0, at::kCPU, 0, quiet_logger(), nullptr, nullptr})
       : ex(std::move(options)) {}
 
   Executor ex;

@@ -1,0 +1,171 @@
+#pragma once
+// Sharding: where each tensor of a session lives, and the rewriting of a
+// client's instruction stream into per-worker streams with collectives
+// (docs/sharding.md). No sockets here: the dispatcher hands each client
+// instruction to a ShardedSession and sends what it appends to each worker's
+// output, so the rules are tested without processes.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <gt/config.h>
+
+#include "common/op_table.h"
+#include "common/status.h"
+#include "common/transport.h"
+#include "common/wire.h"
+
+namespace gt::dispatcher {
+
+using wire::TensorId;
+
+/// Where a logical tensor lives: a full copy on each of `workers`
+/// (replicated), or split along `axis` with shard k on workers[k], sized by
+/// shard_sizes. Worker lists are ascending, so shard order is rank order in
+/// the group's communicator. An empty list stands for the session's home
+/// worker (tensors of sessions that never shard carry no list at all).
+struct Layout {
+  std::vector<int> workers;
+  int axis = -1;  // -1: replicated
+  bool sharded() const { return axis >= 0; }
+  bool operator==(const Layout&) const = default;
+  /// "replicated on [0, 1]", "split along axis 0 over [0, 1]".
+  std::string describe() const;
+};
+
+/// Rows per shard when `extent` rows are split over `parts` workers: the
+/// first `extent % parts` shards get one row more (torch.tensor_split's rule,
+/// as the collectives' reduce_scatter uses).
+std::vector<int64_t> shard_sizes(int64_t extent, int parts);
+
+/// Copies the rows [begin, begin + rows) along `axis` of a contiguous
+/// row-major tensor of `shape` with elements of `element_size` bytes.
+std::vector<char> slice_rows(std::span<const char> data, std::span<const int64_t> shape,
+                             int axis, int64_t begin, int64_t rows, int64_t element_size);
+/// Concatenates contiguous parts along `axis`; `shapes[k]` is part k's shape.
+std::vector<char> concat_rows(std::span<const std::span<const char>> parts,
+                              std::span<const Shape> shapes, int axis, int64_t element_size);
+
+/// A tensor of the session: its shape and dtype when the op table could infer
+/// them (an instruction the workers will reject has none), and its layout.
+struct Placed {
+  std::optional<TensorMeta> meta;
+  Layout layout;
+};
+
+/// What a rewritten client batch sends to one worker.
+struct WorkerOutput {
+  std::vector<wire::Instr> instrs;
+  Frames data;  // FromData payloads, named by Instr::payload
+};
+using Outputs = std::map<int, WorkerOutput>;
+
+/// An instruction the dispatcher refuses: reported to the client at its
+/// next sync (ops) or as the request's error (fetches).
+struct RewriteError {
+  Status code;
+  std::string message;
+};
+
+/// How to answer a client's fetch: from one worker (the reply passes
+/// through), or by gathering shards along an axis (the dispatcher fetches
+/// each shard and joins them).
+struct FetchPlan {
+  struct Part {
+    int worker;
+    Shape shape;
+  };
+  std::vector<Part> parts;  // one: pass through
+  int axis = -1;
+  TensorMeta meta;  // the whole tensor's (gathers)
+};
+
+/// What the dispatcher knows of its cluster when it rewrites.
+struct ClusterView {
+  std::vector<int> workers;  // alive workers, ascending
+  bool auto_shard = false;   // GT_AUTO_SHARD
+  int64_t auto_shard_min_bytes = 1 << 20;
+  /// Send/recv tags, unique across sessions (communicators are shared).
+  uint64_t* next_tag = nullptr;
+};
+
+/// Ids the dispatcher gives its temporaries (resharded copies); client ids
+/// stay below (a client that names one is refused).
+inline constexpr TensorId kTempIdBase = TensorId{1} << 62;
+
+/// The sharding state of one client session: tensor table, scope stack and
+/// config. One thread (the dispatcher's run()) drives it.
+class ShardedSession {
+ public:
+  ShardedSession(int home, std::shared_ptr<const Config> config);
+
+  /// Rewrites one client instruction (Op, Free or Scope; Fetch, Sync and
+  /// Configure are the dispatcher's) into per-worker instructions appended to
+  /// `out`. `frames` are the client message's frames and `first_data` the
+  /// index of its first data frame (FromData payloads). Throws RewriteError
+  /// for an instruction it refuses.
+  void rewrite(const wire::Instruction& in, Frames& frames, size_t first_data,
+               const ClusterView& cluster, Outputs& out);
+
+  /// The workers holding `id` and how to assemble it. Throws RewriteError
+  /// for an unknown id.
+  FetchPlan plan_fetch(TensorId id) const;
+
+  /// Replaces the config (Configure); nullptr: none.
+  void set_config(std::shared_ptr<const Config> config) { config_ = std::move(config); }
+  const Config* config() const { return config_.get(); }
+
+  /// Every worker that has been sent anything for this session.
+  const std::vector<int>& used_workers() const { return used_; }
+  int home() const { return home_; }
+  size_t tensor_count() const { return tensors_.size(); }
+  /// The tensor table entry; nullptr when unknown.
+  const Placed* find(TensorId id) const;
+  /// Registers a tensor created outside rewrite() (the fast path's tensors
+  /// when a session starts sharding): it lives on the home worker.
+  void adopt(TensorId id, std::optional<TensorMeta> meta);
+
+  /// The config entry that places what the current scope creates, or nullptr.
+  const SignalConfig* current_entry() const;
+
+ private:
+  struct Frame {
+    std::string name;
+    bool backward = false;
+  };
+  struct OpPlan;
+  using Names = std::map<int, TensorId>;  // worker -> the id it knows a value by
+
+  Layout resolve(const Layout& l) const;
+  Layout entry_layout(const SignalConfig& e, const ClusterView& cluster, const TensorMeta* out) const;
+  void plan_op(const OpInfo& op, const wire::Instruction& in, std::span<const Placed* const> ins,
+               const TensorMeta& out_meta, const ClusterView& cluster, OpPlan& plan) const;
+  /// Emits what makes `id` (laid out as `from`) available as `to`; returns
+  /// the name of the value on each worker of `to`.
+  Names convert(TensorId id, const Placed& from, const Layout& to, Outputs& out);
+  Names gather(TensorId id, const Placed& from, Outputs& out);
+  TensorId temp(int worker);
+  void emit(int worker, wire::Instr instr, Outputs& out);
+  void emit_collective(const std::vector<int>& group, int worker, uint16_t code, int64_t a,
+                       int64_t b, std::span<const int64_t> shape, DType dtype,
+                       std::vector<TensorId> inputs, std::vector<TensorId> outputs, Outputs& out);
+  void free_temps(Outputs& out);
+  void use(int worker);
+
+  int home_;
+  std::shared_ptr<const Config> config_;
+  std::unordered_map<TensorId, Placed> tensors_;
+  std::vector<Frame> scopes_;
+  std::vector<int> used_;
+  std::vector<std::pair<int, TensorId>> temps_;  // to free after the current instruction
+  TensorId next_temp_ = kTempIdBase;
+  const ClusterView* cluster_ = nullptr;  // during rewrite()
+};
+
+}  // namespace gt::dispatcher

@@ -1,0 +1,183 @@
+// The sharding rules without processes: instructions in, per-worker
+// instructions out (dispatcher/sharding.h).
+
+#include <catch2/catch.hpp>
+
+#include <numeric>
+
+#include "common/config.h"
+#include "dispatcher/sharding.h"
+
+using namespace gt;
+using namespace gt::dispatcher;
+
+namespace {
+
+// Feeds plain instructions through a ShardedSession as the dispatcher does.
+struct Rig {
+  ShardedSession session;
+  ClusterView cluster;
+  uint64_t tag = 1;
+  Frames frames;  // [identity, header, data...] of the last batch
+
+  Rig(int workers, const char* yaml)
+      : session(0, std::make_shared<const Config>(detail::parse_config(yaml, "test.yaml"))) {
+    for (int w = 0; w < workers; ++w) cluster.workers.push_back(w);
+    cluster.next_tag = &tag;
+  }
+
+  Outputs run(std::vector<wire::Instr> instrs, std::vector<std::vector<char>> data = {}) {
+    frames.clear();
+    frames.emplace_back();
+    frames.push_back(wire::encode_batch(1, 1, instrs));
+    for (auto& d : data) frames.emplace_back(d.data(), d.size());
+    const wire::Message* msg = wire::decode(frames[1]);
+    Outputs out;
+    for (const auto* in : *msg->body_as_Batch()->instructions()) {
+      session.rewrite(*in, frames, 2, cluster, out);
+    }
+    return out;
+  }
+};
+
+wire::Instr scope(const std::string& name, wire::ScopeAction a = wire::ScopeAction::Enter) {
+  wire::Instr s;
+  s.kind = wire::InstrKind::Scope;
+  s.ints = {static_cast<int64_t>(a)};
+  s.name = name;
+  return s;
+}
+
+wire::Instr op(OpCode code, std::vector<wire::TensorId> out, std::vector<wire::TensorId> in,
+               std::vector<int64_t> ints = {}) {
+  wire::Instr i;
+  i.op = code;
+  i.outputs = std::move(out);
+  i.inputs = std::move(in);
+  i.ints = std::move(ints);
+  return i;
+}
+
+std::vector<char> floats_bytes(int n) {
+  std::vector<float> v(static_cast<size_t>(n));
+  std::iota(v.begin(), v.end(), 0.0f);
+  const auto* p = reinterpret_cast<const char*>(v.data());
+  return std::vector<char>(p, p + v.size() * sizeof(float));
+}
+
+size_t count_kind(const WorkerOutput& o, wire::InstrKind k) {
+  size_t n = 0;
+  for (const auto& i : o.instrs) n += i.kind == k;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("shard sizes follow torch.tensor_split", "[sharding]") {
+  CHECK(shard_sizes(7, 3) == std::vector<int64_t>{3, 2, 2});
+  CHECK(shard_sizes(2, 3) == std::vector<int64_t>{1, 1, 0});
+  CHECK(shard_sizes(8, 2) == std::vector<int64_t>{4, 4});
+  CHECK(shard_sizes(0, 2) == std::vector<int64_t>{0, 0});
+}
+
+TEST_CASE("slice_rows and concat_rows are inverse along every axis", "[sharding]") {
+  const Shape shape{3, 4, 5};
+  std::vector<char> data(60 * 4);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7 + 1);
+  for (int axis = 0; axis < 3; ++axis) {
+    const auto sizes = shard_sizes(shape[static_cast<size_t>(axis)], 3);
+    std::vector<std::vector<char>> parts;
+    std::vector<Shape> shapes;
+    int64_t begin = 0;
+    for (int64_t rows : sizes) {
+      parts.push_back(slice_rows(data, shape, axis, begin, rows, 4));
+      Shape s = shape;
+      s[static_cast<size_t>(axis)] = rows;
+      shapes.push_back(s);
+      begin += rows;
+    }
+    std::vector<std::span<const char>> views(parts.begin(), parts.end());
+    CHECK(concat_rows(views, shapes, axis, 4) == data);
+  }
+}
+
+TEST_CASE("creation in a split scope sends each worker its rows", "[sharding]") {
+  Rig rig(2, "rows: {shard: {axis: 0}}");
+  wire::Instr t = op(OpCode::FromData, {1}, {}, {3, 2});
+  t.payload = 0;
+  const Outputs out = rig.run({scope("rows"), t}, {floats_bytes(6)});
+  REQUIRE(out.size() == 2);
+  CHECK(out.at(0).instrs.at(0).ints == std::vector<int64_t>{2, 2});
+  CHECK(out.at(1).instrs.at(0).ints == std::vector<int64_t>{1, 2});
+  CHECK(out.at(0).data.at(0).size() == 16);
+  CHECK(out.at(1).data.at(0).size() == 8);
+  const float* second = static_cast<const float*>(out.at(1).data.at(0).data());
+  CHECK(second[0] == 4.0f);
+  CHECK(rig.session.find(1)->layout == Layout{{0, 1}, 0});
+  const FetchPlan f = rig.session.plan_fetch(1);
+  REQUIRE(f.parts.size() == 2);
+  CHECK(f.axis == 0);
+  CHECK(f.parts[1].shape == Shape{1, 2});
+}
+
+TEST_CASE("a matmul split on the contraction dim ends in an all_reduce", "[sharding]") {
+  Rig rig(2, "k: {shard: {axis: -1}}\nkr: {shard: {axis: 0}}");
+  const Outputs out = rig.run({scope("k"), op(OpCode::Zeros, {1}, {}, {4, 6}),
+                               scope("", wire::ScopeAction::Exit), scope("kr"),
+                               op(OpCode::Ones, {2}, {}, {6, 3}),
+                               scope("", wire::ScopeAction::Exit),
+                               op(OpCode::Matmul, {3}, {1, 2})});
+  for (int w : {0, 1}) {
+    const auto& instrs = out.at(w).instrs;
+    REQUIRE(instrs.size() == 4);
+    CHECK(instrs[2].op == OpCode::Matmul);
+    CHECK(instrs[3].kind == wire::InstrKind::Collective);
+    CHECK(static_cast<int>(instrs[3].op) == 1);  // all_reduce
+    CHECK(instrs[3].ints == std::vector<int64_t>{2, 0, 1, 0, 0, 4, 3});
+  }
+  CHECK(rig.session.find(3)->layout == Layout{{0, 1}, -1});
+}
+
+TEST_CASE("mismatched layouts are resharded with collectives and temporaries freed",
+          "[sharding]") {
+  Rig rig(2, "rows: {shard: {axis: 0}}\ncols: {shard: {axis: 1}}");
+  const Outputs out = rig.run({scope("rows"), op(OpCode::Ones, {1}, {}, {4, 4}),
+                               scope("", wire::ScopeAction::Exit), scope("cols"),
+                               op(OpCode::Ones, {2}, {}, {4, 4}),
+                               scope("", wire::ScopeAction::Exit), op(OpCode::Add, {3}, {1, 2})});
+  for (int w : {0, 1}) {
+    const auto& o = out.at(w);
+    CHECK(count_kind(o, wire::InstrKind::Collective) == 1);  // all_gather of the columns
+    CHECK(count_kind(o, wire::InstrKind::Free) == 1);        // the temporaries
+    const auto& add = o.instrs.at(o.instrs.size() - 2);
+    CHECK(add.op == OpCode::Add);
+    CHECK(add.inputs[0] == 1);
+    CHECK(add.inputs[1] >= kTempIdBase);
+  }
+  CHECK(rig.session.find(3)->layout == Layout{{0, 1}, 0});
+}
+
+TEST_CASE("backward frames follow the signal's backward entry", "[sharding]") {
+  Rig rig(3, "f: {shard: {axis: 0, workers: [0, 1]}, backward: g}\ng: {shard: {replicated: true, workers: [2]}}");
+  rig.run({scope("f", wire::ScopeAction::EnterBackward)});
+  CHECK(rig.session.current_entry()->name == "g");
+  const Outputs out = rig.run({op(OpCode::Zeros, {1}, {}, {2})});
+  CHECK(out.size() == 1);
+  CHECK(out.count(2) == 1);
+}
+
+TEST_CASE("the rewriter refuses what clients may not send", "[sharding]") {
+  Rig rig(2, "rows: {shard: {axis: 0}}");
+  wire::Instr c;
+  c.kind = wire::InstrKind::Collective;
+  CHECK_THROWS_AS(rig.run({c}), RewriteError);
+  CHECK_THROWS_AS(rig.run({scope("", wire::ScopeAction::Exit)}), RewriteError);
+  CHECK_THROWS_AS(rig.run({op(OpCode::Ones, {kTempIdBase + 1}, {}, {2})}), RewriteError);
+  Rig two(1, "far: {shard: {replicated: true, workers: [1]}}");
+  try {
+    two.run({scope("far"), op(OpCode::Ones, {1}, {}, {2})});
+    FAIL("expected a refusal");
+  } catch (const RewriteError& e) {
+    CHECK(e.message.find("signal 'far'") != std::string::npos);
+  }
+}
