@@ -46,7 +46,9 @@ std::string program_name() {
 }  // namespace
 
 SessionOptions SessionOptions::from_env() {
-  const Env& e = env();
+  // Read afresh at each session start: a program may start sessions with
+  // other settings (GT_WORKERS, GT_DISPATCHER) after gt::shutdown().
+  const Env e = read_env();
   SessionOptions o;
   o.endpoint = e.dispatcher;
   o.workers = e.workers;

@@ -757,6 +757,12 @@ void Dispatcher::State::on_sharded_batch(Session& s, const wire::Batch* batch, F
     return;
   }
   const ClusterView cluster = cluster_view();
+  // Note [payload sharing]: the data frames, shared by what each worker gets.
+  std::vector<Payload> payloads;
+  payloads.reserve(frames.size() > 2 ? frames.size() - 2 : 0);
+  for (size_t i = 2; i < frames.size(); ++i) {
+    payloads.push_back(std::make_shared<zmq::message_t>(std::move(frames[i])));
+  }
   Outputs out;
   for (size_t i = 0; i < n; ++i) {
     const wire::Instruction& in = *instrs->Get(i);
@@ -803,7 +809,7 @@ void Dispatcher::State::on_sharded_batch(Session& s, const wire::Batch* batch, F
         break;
     }
     try {
-      s.shards->rewrite(in, frames, 2, cluster, out);
+      s.shards->rewrite(in, payloads, cluster, out);
     } catch (const RewriteError& e) {
       const OpInfo* op = find_op(in.op());
       const auto outs = wire::view(in.outputs());

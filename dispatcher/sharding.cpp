@@ -64,6 +64,26 @@ std::vector<char> concat_rows(std::span<const std::span<const char>> parts,
   return out;
 }
 
+// Note [payload sharing]
+// A client's upload reaches the workers without copies in the dispatcher:
+// each worker's frame points into the received one (a whole copy, or the
+// contiguous range of a shard split along its first non-unit dim), and the
+// received frame lives until ZeroMQ has sent the last of them. Only shards
+// split along an inner axis are gathered into new buffers.
+zmq::message_t share_bytes(const Payload& source, size_t offset, size_t size) {
+  auto* keep = new Payload(source);
+  return zmq::message_t(
+      static_cast<char*>(source->data()) + offset, size,
+      [](void*, void* hint) { delete static_cast<Payload*>(hint); }, keep);
+}
+
+zmq::message_t own_bytes(std::vector<char> bytes) {
+  auto* keep = new std::vector<char>(std::move(bytes));
+  return zmq::message_t(
+      keep->data(), keep->size(),
+      [](void*, void* hint) { delete static_cast<std::vector<char>*>(hint); }, keep);
+}
+
 namespace {
 
 [[noreturn]] void refuse(Status code, std::string message) {
@@ -445,6 +465,24 @@ void ShardedSession::plan_op(const OpInfo& op, const wire::Instruction& in,
       return;
     }
     case OpKind::Inplace: {
+      // Note [widening]: a whole tensor updated from whole tensors held on
+      // more workers (optimizer state from replicated gradients) is copied
+      // to them once and updated on all, so its readers find it there.
+      if (!have[0].sharded()) {
+        const std::vector<int>* wider = nullptr;
+        for (size_t i = 1; i < n; ++i) {
+          const auto& w = have[i].workers;
+          if (!have[i].sharded() && w.size() > have[0].workers.size() &&
+              std::includes(w.begin(), w.end(), have[0].workers.begin(), have[0].workers.end()) &&
+              (!wider || w.size() > wider->size())) {
+            wider = &w;
+          }
+        }
+        if (wider) {
+          run_whole(*wider);
+          return;
+        }
+      }
       // The mutated tensor keeps its layout; the others follow it.
       plan.run = have[0];
       plan.inputs[0] = have[0];
@@ -694,7 +732,7 @@ void ShardedSession::plan_op(const OpInfo& op, const wire::Instruction& in,
   fallback();
 }
 
-void ShardedSession::rewrite(const wire::Instruction& in, Frames& frames, size_t first_data,
+void ShardedSession::rewrite(const wire::Instruction& in, std::span<const Payload> payloads,
                              const ClusterView& cluster, Outputs& out) {
   cluster_ = &cluster;
   switch (in.kind()) {
@@ -799,19 +837,22 @@ void ShardedSession::rewrite(const wire::Instruction& in, Frames& frames, size_t
 
   const wire::Instr base = wire::to_instr(&in);
   const Layout& run = plan.run;
-  // FromData: the client's frame, split or copied per worker.
-  std::span<const char> payload;
+  // FromData: the client's frame, shared or split per worker (Note [payload
+  // sharing]).
+  const zmq::message_t* payload = nullptr;
+  std::shared_ptr<zmq::message_t> shared;
   if (op->code == OpCode::FromData) {
-    const size_t index = first_data + static_cast<size_t>(std::max(in.payload(), 0));
     const int64_t expected = numel(out_meta->shape) * element_size(out_meta->dtype);
-    if (in.payload() < 0 || index >= frames.size() ||
-        static_cast<int64_t>(frames[index].size()) != expected) {
+    const auto index = static_cast<size_t>(std::max(in.payload(), 0));
+    if (in.payload() < 0 || index >= payloads.size() || !payloads[index] ||
+        static_cast<int64_t>(payloads[index]->size()) != expected) {
       refuse(Status::PayloadMismatch,
              "[dispatcher] tensor: the data frame for shape " + shape_str(out_meta->shape) + " " +
                  std::string(to_string(out_meta->dtype)) + " must be " + std::to_string(expected) +
                  " bytes (payload index " + std::to_string(in.payload()) + ")");
     }
-    payload = std::span<const char>(static_cast<const char*>(frames[index].data()), frames[index].size());
+    shared = payloads[index];
+    payload = shared.get();
   }
   const std::vector<int> runners =
       plan.random_broadcast ? std::vector<int>{run.workers.front()} : run.workers;
@@ -831,13 +872,24 @@ void ShardedSession::rewrite(const wire::Instruction& in, Frames& frames, size_t
       instr.floats = {first, rows > 0 ? start + (begin + rows - 0.5) * step : first, step};
     }
     if (op->code == OpCode::FromData) {
-      std::vector<char> bytes = run.sharded()
-          ? slice_rows(payload, out_meta->shape, run.axis, shard_offset(*out_meta, run, k),
-                       local[static_cast<size_t>(run.axis)], element_size(out_meta->dtype))
-          : std::vector<char>(payload.begin(), payload.end());
       WorkerOutput& o = out[w];
       instr.payload = static_cast<int32_t>(o.data.size());
-      o.data.emplace_back(bytes.data(), bytes.size());
+      const int64_t row_bytes = run.sharded() ? numel(std::span(local).subspan(static_cast<size_t>(run.axis) + 1)) *
+                                                    element_size(out_meta->dtype)
+                                              : 0;
+      if (!run.sharded()) {
+        o.data.push_back(share_bytes(shared, 0, payload->size()));
+      } else if (run.axis == 0 || numel(std::span(local).first(static_cast<size_t>(run.axis))) == 1) {
+        // The shard is one contiguous range of the upload.
+        const int64_t begin = shard_offset(*out_meta, run, k);
+        o.data.push_back(share_bytes(shared, static_cast<size_t>(begin * row_bytes),
+                                     static_cast<size_t>(local[static_cast<size_t>(run.axis)] * row_bytes)));
+      } else {
+        o.data.push_back(own_bytes(slice_rows(
+            std::span<const char>(static_cast<const char*>(payload->data()), payload->size()),
+            out_meta->shape, run.axis, shard_offset(*out_meta, run, k),
+            local[static_cast<size_t>(run.axis)], element_size(out_meta->dtype))));
+      }
     }
     emit(w, std::move(instr), out);
   }

@@ -52,6 +52,14 @@ std::vector<char> slice_rows(std::span<const char> data, std::span<const int64_t
 std::vector<char> concat_rows(std::span<const std::span<const char>> parts,
                               std::span<const Shape> shapes, int axis, int64_t element_size);
 
+/// A data frame of a client batch, shared by the frames sent to workers.
+using Payload = std::shared_ptr<zmq::message_t>;
+/// A frame of `size` bytes at `offset` in `source`, without a copy (it keeps
+/// `source` alive until ZeroMQ releases it).
+zmq::message_t share_bytes(const Payload& source, size_t offset, size_t size);
+/// A frame that owns `bytes`.
+zmq::message_t own_bytes(std::vector<char> bytes);
+
 /// A tensor of the session: its shape and dtype when the op table could infer
 /// them (an instruction the workers will reject has none), and its layout.
 struct Placed {
@@ -107,10 +115,9 @@ class ShardedSession {
 
   /// Rewrites one client instruction (Op, Free or Scope; Fetch, Sync and
   /// Configure are the dispatcher's) into per-worker instructions appended to
-  /// `out`. `frames` are the client message's frames and `first_data` the
-  /// index of its first data frame (FromData payloads). Throws RewriteError
-  /// for an instruction it refuses.
-  void rewrite(const wire::Instruction& in, Frames& frames, size_t first_data,
+  /// `out`. `payloads` are the client batch's data frames (FromData names
+  /// them by index). Throws RewriteError for an instruction it refuses.
+  void rewrite(const wire::Instruction& in, std::span<const Payload> payloads,
                const ClusterView& cluster, Outputs& out);
 
   /// The workers holding `id` and how to assemble it. Throws RewriteError

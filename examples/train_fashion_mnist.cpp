@@ -8,6 +8,10 @@
 //   gt_train_fashion_mnist [--epochs 3] [--batch-size 128] [--optimizer adam|sgd]
 //       [--lr 0.001] [--momentum 0.9] [--seed 0] [--data-dir DIR] [--save FILE]
 //
+// Data parallel: GT_WORKERS=2 GT_CONFIG=configs/data_parallel.yaml splits each
+// batch over the workers ("batch" scope) and replicates the parameters
+// ("params"); without a config the scopes change nothing (docs/sharding.md).
+//
 // Prints a progress bar per epoch (loss, samples/s), the test accuracy after
 // each epoch and at the end, and one machine-readable "result:" line.
 
@@ -117,7 +121,11 @@ int main(int argc, char** argv) {
     const auto t_start = Clock::now();
     gt::init();  // starts the local cluster (or connects to GT_DISPATCHER)
     gt::manual_seed(seed);
-    Mlp model;
+    Mlp model(nullptr);
+    {
+      gt::signal::Context params("params");
+      model = Mlp();
+    }
     std::unique_ptr<gt::optim::Optimizer> optimizer;
     if (optimizer_name == "sgd") {
       optimizer = std::make_unique<gt::optim::SGD>(
@@ -148,8 +156,11 @@ int main(int argc, char** argv) {
       int64_t step = 0, seen = 0;
       for (const auto& batch : loader) {
         optimizer->zero_grad();
-        gt::Tensor loss =
-            gt::nn::functional::cross_entropy(model(batch.images), batch.labels);
+        gt::Tensor loss;
+        {
+          gt::signal::Context split("batch");
+          loss = gt::nn::functional::cross_entropy(model(batch.images), batch.labels);
+        }
         loss.backward();
         optimizer->step();
         loss_sum = loss_sum + loss.detach();

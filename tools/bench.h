@@ -33,8 +33,9 @@ DataParallelBenchResult bench_data_parallel(int64_t batch, int steps, int repeat
 /// gt and between two threads with plain Gloo (`gt bench allreduce`).
 struct AllReduceBenchResult {
   int64_t bytes;
-  double gt_s;
-  double gloo_s;
+  double gt_s;      // per client op (row sum + all-reduce), end to end
+  double gloo_s;    // plain Gloo
+  double worker_s;  // the all_reduce instruction as the workers ran it
 };
 AllReduceBenchResult bench_allreduce(int64_t bytes, int iters, int repeats);
 

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -27,6 +28,7 @@
 
 #include <gt/gt.h>
 
+#include "client/internal/local_cluster.h"
 #include "common/env.h"
 
 namespace gt::tools {
@@ -76,10 +78,35 @@ struct MlpImpl : gt::nn::Module {
 };
 GT_MODULE(Mlp);
 
-// Milliseconds per step on a fresh local cluster of `workers` workers.
+// A local cluster of `workers` workers, each on one thread (LibTorch's and
+// OpenBLAS's), with `config` as GT_CONFIG; this process's session joins it
+// once every worker has registered. The session ends before the cluster.
+struct BenchCluster {
+  client::LocalCluster cluster;
+  BenchCluster(int workers, const std::string& config, std::vector<std::string> env = {})
+      : cluster([&] {
+          client::LocalClusterOptions o;
+          o.executable = client::find_executable(client::ExecutableSearch::from_process());
+          o.workers = workers;
+          o.threads_per_worker = 1;
+          o.env = {"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1"};
+          if (!config.empty()) o.env.push_back("GT_CONFIG=" + config);
+          o.env.insert(o.env.end(), env.begin(), env.end());
+          return o;
+        }()) {
+    gt::connect(cluster.endpoint());
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (gt::debug::stats().workers.size() < static_cast<size_t>(workers)) {
+      if (Clock::now() > deadline) throw gt::Error("[bench] the workers did not all register");
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  ~BenchCluster() { gt::shutdown(); }
+};
+
+// Milliseconds per step on a fresh cluster of `workers` workers.
 double step_ms(int workers, const std::string& config, int64_t batch, int steps) {
-  ScopedEnv w("GT_WORKERS", std::to_string(workers).c_str());
-  ScopedEnv c("GT_CONFIG", workers > 1 ? config.c_str() : nullptr);
+  BenchCluster c(workers, workers > 1 ? config : "");
   const at::Tensor x = at::randn({4, batch, 784}, at::make_generator<at::CPUGeneratorImpl>(0));
   const at::Tensor y = at::randint(0, 10, {4, batch}, at::make_generator<at::CPUGeneratorImpl>(1));
   std::vector<std::vector<float>> images;
@@ -89,7 +116,6 @@ double step_ms(int workers, const std::string& config, int64_t batch, int steps)
     images.emplace_back(xb.data_ptr<float>(), xb.data_ptr<float>() + xb.numel());
     labels.emplace_back(yb.data_ptr<int64_t>(), yb.data_ptr<int64_t>() + yb.numel());
   }
-  gt::init();
   gt::manual_seed(0);
   Mlp model(nullptr);
   {
@@ -117,33 +143,63 @@ double step_ms(int workers, const std::string& config, int64_t batch, int steps)
   run(std::max(3, steps / 10));
   const auto t0 = Clock::now();
   run(steps);
-  const double ms = 1e3 * seconds_since(t0) / steps;
-  gt::shutdown();
-  return ms;
+  return 1e3 * seconds_since(t0) / steps;
 }
 
-// Seconds per all-reduce of `bytes` through gt: a [2, n] float tensor split
-// by rows over two workers, summed over the rows (each worker sums its row,
-// a copy, then the workers all-reduce n floats).
-double gt_allreduce_s(const std::string& config, int64_t bytes, int iters) {
-  ScopedEnv w("GT_WORKERS", "2");
-  ScopedEnv c("GT_CONFIG", config.c_str());
-  gt::init();
-  const int64_t n = bytes / 4;
-  gt::Tensor x;
-  {
-    gt::signal::Context s("split");
-    x = gt::ones({2, n});
+// The all-reduce through gt, timed two ways.
+struct GtAllReduce {
+  double op_s;      // per client op: the row sum, the all-reduce, the stream
+  double worker_s;  // the all-reduce as the workers ran it (slower rank, median)
+};
+
+// Durations (microseconds) of the all_reduce EXEC events in an instruction
+// log file (JSON lines).
+std::vector<double> all_reduce_us(const std::string& path) {
+  std::vector<double> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("\"op\":\"all_reduce\"") == std::string::npos) continue;
+    const size_t at = line.find("dur_us=");
+    if (at != std::string::npos) out.push_back(std::strtod(line.c_str() + at + 7, nullptr));
   }
-  gt::Tensor y = x.sum({0});
-  y.sum({}).item<float>();  // communicators made, memory touched
-  const auto t0 = Clock::now();
-  for (int i = 0; i < iters; ++i) y = x.sum({0});
-  const float v = y.slice(0, 0, 1).sum({}).item<float>();
-  const double s = seconds_since(t0) / iters;
-  gt::shutdown();
-  if (v != 2.0f) throw gt::Error("[bench] the all-reduce through gt computed a wrong value");
-  return s;
+  return out;
+}
+
+// A [2, n] float tensor split by rows over two workers, summed over the rows:
+// each worker sums its row (a copy), then the workers all-reduce n floats.
+// The workers' instruction logs give the collective's own duration.
+GtAllReduce gt_allreduce(const std::string& config, int64_t bytes, int iters) {
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           ("gt-bench-allreduce-" + std::to_string(::getpid())))
+                              .string();
+  std::filesystem::create_directories(dir);
+  GtAllReduce r{};
+  {
+    BenchCluster c(2, config, {"GT_INSTRUCTION_LOG=" + dir + "/run"});
+    const int64_t n = bytes / 4;
+    gt::Tensor x;
+    {
+      gt::signal::Context s("split");
+      x = gt::ones({2, n});
+    }
+    gt::Tensor y = x.sum({0});
+    y.sum({}).item<float>();  // communicators made, memory touched
+    const auto t0 = Clock::now();
+    for (int i = 0; i < iters; ++i) y = x.sum({0});
+    const float v = y.slice(0, 0, 1).sum({}).item<float>();
+    r.op_s = seconds_since(t0) / iters;
+    if (v != 2.0f) throw gt::Error("[bench] the all-reduce through gt computed a wrong value");
+  }  // the processes exit: their logs are complete
+  const auto w0 = all_reduce_us(dir + "/run.worker-0.jsonl");
+  const auto w1 = all_reduce_us(dir + "/run.worker-1.jsonl");
+  std::vector<double> slower;
+  for (size_t i = 1; i < std::min(w0.size(), w1.size()); ++i) slower.push_back(std::max(w0[i], w1[i]));
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (slower.empty()) throw gt::Error("[bench] the workers logged no all_reduce");
+  std::nth_element(slower.begin(), slower.begin() + slower.size() / 2, slower.end());
+  r.worker_s = slower[slower.size() / 2] / 1e6;
+  return r;
 }
 
 // Seconds per plain Gloo all-reduce of `bytes` between two threads.
@@ -191,10 +247,12 @@ DataParallelBenchResult bench_data_parallel(int64_t batch, int steps, int repeat
 AllReduceBenchResult bench_allreduce(int64_t bytes, int iters, int repeats) {
   const ConfigFile config;
   gt::shutdown();
-  AllReduceBenchResult r{bytes, 1e300, 1e300};
+  AllReduceBenchResult r{bytes, 1e300, 1e300, 1e300};
   for (int i = 0; i < repeats; ++i) {
     r.gloo_s = std::min(r.gloo_s, gloo_allreduce_s(bytes, iters));
-    r.gt_s = std::min(r.gt_s, gt_allreduce_s(config.path, bytes, iters));
+    const GtAllReduce g = gt_allreduce(config.path, bytes, iters);
+    r.gt_s = std::min(r.gt_s, g.op_s);
+    r.worker_s = std::min(r.worker_s, g.worker_s);
   }
   return r;
 }

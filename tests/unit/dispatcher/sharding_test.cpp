@@ -32,9 +32,13 @@ struct Rig {
     frames.push_back(wire::encode_batch(1, 1, instrs));
     for (auto& d : data) frames.emplace_back(d.data(), d.size());
     const wire::Message* msg = wire::decode(frames[1]);
+    std::vector<Payload> payloads;
+    for (size_t i = 2; i < frames.size(); ++i) {
+      payloads.push_back(std::make_shared<zmq::message_t>(std::move(frames[i])));
+    }
     Outputs out;
     for (const auto* in : *msg->body_as_Batch()->instructions()) {
-      session.rewrite(*in, frames, 2, cluster, out);
+      session.rewrite(*in, payloads, cluster, out);
     }
     return out;
   }
