@@ -52,7 +52,15 @@ struct Instr {
 };
 
 /// Scope instructions (InstrKind::Scope): ints[0].
-enum class ScopeAction : int64_t { Enter = 0, EnterBackward = 1, Exit = 2 };
+enum class ScopeAction : int64_t {
+  Enter = 0,
+  EnterBackward = 1,
+  Exit = 2,
+  // Dispatcher -> worker only: the ops between form one compile unit
+  // (a scope whose signal has `compile: true`; Note [compile scopes]).
+  UnitBegin = 3,
+  UnitEnd = 4,
+};
 /// Longest signal name or Configure text accepted off the wire.
 inline constexpr size_t kMaxSignalName = 256;
 inline constexpr size_t kMaxConfigText = size_t{1} << 20;

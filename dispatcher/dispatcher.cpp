@@ -768,9 +768,11 @@ void Dispatcher::State::on_sharded_batch(Session& s, const wire::Batch* batch, F
     const wire::Instruction& in = *instrs->Get(i);
     switch (in.kind()) {
       case wire::InstrKind::Fetch:
+        s.shards->barrier(out);
         forward_fetch(s, in, out);
         continue;
       case wire::InstrKind::Sync: {
+        s.shards->barrier(out);
         const auto& used = s.shards->used_workers();
         PendingRequest p{wire::InstrKind::Sync, static_cast<int>(used.size()), std::move(s.refused)};
         s.refused.clear();

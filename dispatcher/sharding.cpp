@@ -177,6 +177,40 @@ const SignalConfig* ShardedSession::current_entry() const {
   return nullptr;
 }
 
+const std::string* ShardedSession::compile_scope() const {
+  if (!config_) return nullptr;
+  for (const Frame& f : scopes_) {
+    const SignalConfig* e = config_->find(f.name);
+    if (e && f.backward) e = e->backward ? config_->find(*e->backward) : nullptr;
+    if (e && e->compile) return &f.name;
+  }
+  return nullptr;
+}
+
+// Note [compile scopes]
+// A scope whose entry has `compile: true` is one JIT compile unit on every
+// worker it runs ops on: the first instruction a worker gets inside it is
+// preceded by Scope{UnitBegin}, and leaving the scope sends Scope{UnitEnd}
+// to each worker that got a begin. The worker compiles the ops between the
+// markers at their first run, without waiting for its hot-path detector
+// (worker/executor.cpp). Nested compile scopes form one unit: the outermost.
+// The client leaves scopes lazily (at its next op outside them), so a unit
+// ends there, or at a fetch or sync, whichever comes first: a unit cannot
+// run compiled across a read of its values (the worker runs such a unit
+// eagerly), and a program that fetches right after the scope (a loss) must
+// not wait for its next step for the unit to end.
+void ShardedSession::end_unit(Outputs& out) {
+  for (int w : unit_workers_) {
+    wire::Instr end;
+    end.kind = wire::InstrKind::Scope;
+    end.ints = {static_cast<int64_t>(wire::ScopeAction::UnitEnd)};
+    end.name = *unit_;
+    out[w].instrs.push_back(std::move(end));
+  }
+  unit_workers_.clear();
+  unit_.reset();
+}
+
 Layout ShardedSession::entry_layout(const SignalConfig& e, const ClusterView& cluster,
                                     const TensorMeta* out) const {
   const ShardSpec& spec = *e.shard;
@@ -206,6 +240,14 @@ void ShardedSession::use(int worker) {
 
 void ShardedSession::emit(int worker, wire::Instr instr, Outputs& out) {
   use(worker);
+  if (unit_ && !std::binary_search(unit_workers_.begin(), unit_workers_.end(), worker)) {
+    wire::Instr begin;
+    begin.kind = wire::InstrKind::Scope;
+    begin.ints = {static_cast<int64_t>(wire::ScopeAction::UnitBegin)};
+    begin.name = *unit_;
+    out[worker].instrs.push_back(std::move(begin));
+    unit_workers_.insert(std::lower_bound(unit_workers_.begin(), unit_workers_.end(), worker), worker);
+  }
   out[worker].instrs.push_back(std::move(instr));
 }
 
@@ -744,6 +786,7 @@ void ShardedSession::rewrite(const wire::Instruction& in, std::span<const Payloa
           refuse(Status::InvalidArgument, "[dispatcher] a scope exit without a scope to leave");
         }
         scopes_.pop_back();
+        if (unit_ && !compile_scope()) end_unit(out);
         return;
       }
       const size_t len = in.name() ? in.name()->size() : 0;
@@ -755,6 +798,9 @@ void ShardedSession::rewrite(const wire::Instruction& in, std::span<const Payloa
                    std::to_string(len) + " bytes, depth " + std::to_string(scopes_.size()));
       }
       scopes_.push_back(Frame{in.name()->str(), action == 1});
+      if (!unit_) {
+        if (const std::string* unit = compile_scope()) unit_ = *unit;
+      }
       return;
     }
     case wire::InstrKind::Free: {

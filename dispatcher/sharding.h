@@ -140,6 +140,12 @@ class ShardedSession {
 
   /// The config entry that places what the current scope creates, or nullptr.
   const SignalConfig* current_entry() const;
+  /// A fetch or sync: ends the open compile unit (Note [compile scopes]).
+  void barrier(Outputs& out) {
+    if (unit_) end_unit(out);
+  }
+  /// The signal of the outermost scope that is a compile unit, or nullptr.
+  const std::string* compile_scope() const;
 
  private:
   struct Frame {
@@ -164,6 +170,8 @@ class ShardedSession {
                        std::vector<TensorId> inputs, std::vector<TensorId> outputs, Outputs& out);
   void free_temps(Outputs& out);
   void use(int worker);
+  /// Note [compile scopes]: ends the open unit on the workers it reached.
+  void end_unit(Outputs& out);
 
   int home_;
   std::shared_ptr<const Config> config_;
@@ -173,6 +181,9 @@ class ShardedSession {
   std::vector<std::pair<int, TensorId>> temps_;  // to free after the current instruction
   TensorId next_temp_ = kTempIdBase;
   const ClusterView* cluster_ = nullptr;  // during rewrite()
+  // Note [compile scopes]: the open compile unit and the workers told so.
+  std::optional<std::string> unit_;
+  std::vector<int> unit_workers_;
 };
 
 }  // namespace gt::dispatcher

@@ -668,7 +668,10 @@ void Executor::run_instruction(uint64_t session_id, Session& s, const wire::Inst
                                Context& ctx) {
   // A signal scope is the dispatcher's business (docs/protocol.md,
   // "Signals"): nothing runs, so nothing is timed or logged.
-  if (in.kind() == wire::InstrKind::Scope) return;
+  if (in.kind() == wire::InstrKind::Scope) {
+    on_unit_marker(s, in);
+    return;
+  }
   if (!timing_) {
     execute_instruction(session_id, s, in, ctx);
     return;
@@ -829,6 +832,42 @@ void Executor::record_op(uint64_t session_id, Session& s, const wire::Instructio
                session_id, e.what());
     s.recorder.reset();
   }
+}
+
+// Note [compile scopes] (dispatcher/sharding.cpp): the ops between a
+// UnitBegin and a UnitEnd marker are a compile unit at their first run: they
+// are handed to the compile service like a unit the detector found, so the
+// next run of the same ops can be matched and run compiled. A unit is
+// submitted once per session (by its signatures); without the JIT
+// (GT_AUTO_COMPILE/GT_COMPILE) the markers are ignored.
+void Executor::on_unit_marker(Session& s, const wire::Instruction& in) {
+  if (!s.recorder) return;
+  const auto ints = wire::view(in.ints());
+  const int64_t action = ints.empty() ? -1 : ints[0];
+  if (action == static_cast<int64_t>(wire::ScopeAction::UnitBegin)) {
+    s.unit_begin = s.recorder->position();
+    return;
+  }
+  if (action != static_cast<int64_t>(wire::ScopeAction::UnitEnd) || !s.unit_begin) return;
+  const uint64_t begin = *s.unit_begin, end = s.recorder->position();
+  s.unit_begin.reset();
+  if (end - begin < 2 || end - begin > s.recorder->window() / 2 || begin < s.recorder->oldest()) {
+    return;  // nothing to fuse, or more than the recorder keeps
+  }
+  uint64_t key = 0xcbf29ce484222325ull;
+  for (uint64_t pos = begin; pos < end; ++pos) key = (key ^ s.recorder->signature(pos)) * 0x100000001b3ull;
+  if (std::find(s.unit_keys.begin(), s.unit_keys.end(), key) != s.unit_keys.end() ||
+      s.unit_keys.size() >= kMaxPromoted || s.detections.size() >= kMaxPendingDetections) {
+    return;
+  }
+  s.unit_keys.push_back(key);
+  jit::Detection d;
+  d.period = static_cast<uint32_t>(end - begin);
+  d.start = begin;
+  d.repetitions = 1;
+  d.region_begin = begin;
+  d.key = key;
+  s.detections.push_back(d);
 }
 
 void Executor::promote_detections(uint64_t session_id, Session& s) {

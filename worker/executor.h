@@ -166,6 +166,10 @@ class Executor {
     // Header frames of earlier batches that held instructions point into (a
     // unit that spans batches); released once `held` is empty.
     std::deque<zmq::message_t> retained;
+    // Note [compile scopes]: where the open compile unit began (a recorder
+    // position) and the units already submitted (by their signatures).
+    std::optional<uint64_t> unit_begin;
+    std::vector<uint64_t> unit_keys;
   };
   /// One promoted unit of a session and its compiled variants
   /// (Note [dead values]).
@@ -225,6 +229,8 @@ class Executor {
   /// matched unit stay valid until the next batch completes or flushes it.
   void retain_held(Session& s, const wire::Batch& batch, zmq::message_t& header);
   static constexpr size_t kMaxRetained = 4;  // batches one unit may span
+  /// Note [compile scopes]: a UnitBegin/UnitEnd marker from the dispatcher.
+  void on_unit_marker(Session& s, const wire::Instruction& in);
   /// Submits the units the session's detector reported during the batch.
   void promote_detections(uint64_t session_id, Session& s);
   static constexpr size_t kMaxPendingDetections = 16;

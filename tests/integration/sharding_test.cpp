@@ -41,6 +41,7 @@ train:
   shard: {axis: 0}
   backward: grads
 grads:  {shard: {replicated: true}}
+unit:   {compile: true}
 )";
 
 // Waits until `n` workers have registered (a session may open before the
@@ -391,4 +392,42 @@ TEST_CASE("bad configs and scopes give clear errors", "[sharding][integration]")
     CHECK((tensors_per_worker() == std::vector<uint64_t>{0, 1}));
     check_close(t.sum({}), at::full({}, 6.0, at::kDouble));
   }
+}
+
+TEST_CASE("a compile: true scope is a JIT unit at its first run, without detection",
+          "[sharding][integration]") {
+  gt::test::TempDir cache("gt-shard-cache");
+  // A threshold the loop never reaches: only the scope can make the unit.
+  ShardedCluster c(1, {{"GT_AUTO_COMPILE", "1"},
+                       {"GT_HOTPATH_THRESHOLD", "1000"},
+                       {"GT_DEBUG_COMPILE", "1"},
+                       {"GT_COMPILE_CACHE_DIR", cache.path.string()}});
+  const at::Tensor x = randn({64, 32}, 40);
+  const gt::Tensor gx = to_gt(x);
+  const at::Tensor want = ((x * 2 + 1).relu() * 3 - x).tanh();
+  auto step = [&] {
+    gt::Tensor y;
+    {
+      gt::signal::Context s("unit");
+      y = ((gx * 2 + 1).relu() * 3 - gx).tanh();
+    }
+    check_close(y, want, 1e-6);
+  };
+  step();
+  // Once its variants are compiled (in the background), later runs of the
+  // scope match the unit and run compiled.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+  gt::debug::JitStats jit = gt::debug::stats().jit();
+  while (jit.runs == 0 && jit.failures == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    step();
+    jit = gt::debug::stats().jit();
+  }
+  INFO(c.cluster.worker_log(0));
+  CHECK(jit.failures == 0);
+  CHECK(jit.runs >= 1);
+  // Units from the scope only (the detector would need 1000 repetitions):
+  // the first run, and the next whose input, now older, signs differently.
+  CHECK(jit.detected >= 1);
+  CHECK(jit.detected <= 2);
 }

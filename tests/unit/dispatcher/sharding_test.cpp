@@ -185,3 +185,26 @@ TEST_CASE("the rewriter refuses what clients may not send", "[sharding]") {
     CHECK(e.message.find("signal 'far'") != std::string::npos);
   }
 }
+
+TEST_CASE("a compile scope is bracketed by unit markers on each worker it reaches",
+          "[sharding]") {
+  Rig rig(2, "step: {shard: {axis: 0}, compile: true}\nplain: {shard: {replicated: true}}");
+  const Outputs out = rig.run({scope("step"), op(OpCode::Ones, {1}, {}, {4, 2}),
+                               op(OpCode::Relu, {2}, {1}), scope("", wire::ScopeAction::Exit),
+                               scope("plain"), op(OpCode::Ones, {3}, {}, {2})});
+  for (int w : {0, 1}) {
+    const auto& instrs = out.at(w).instrs;
+    REQUIRE(instrs.size() == 5);
+    CHECK(instrs[0].kind == wire::InstrKind::Scope);
+    CHECK(instrs[0].ints == std::vector<int64_t>{3});  // unit begin
+    CHECK(instrs[0].name == "step");
+    CHECK(instrs[1].op == OpCode::Ones);
+    CHECK(instrs[2].op == OpCode::Relu);
+    CHECK(instrs[3].ints == std::vector<int64_t>{4});  // unit end, at the exit
+    CHECK(instrs[4].op == OpCode::Ones);               // outside the unit
+  }
+  // A fetch or sync inside the scope ends the unit there.
+  Outputs more = rig.run({scope("step"), op(OpCode::Ones, {4}, {}, {2, 2})});
+  rig.session.barrier(more);
+  CHECK(more.at(0).instrs.back().ints == std::vector<int64_t>{4});
+}
