@@ -705,23 +705,28 @@ void Executor::log_instruction(uint64_t session_id, const Session& s,
   e.dur_ns = ns;
   const auto ids_in = wire::view(in.inputs());
   const auto ids_out = wire::view(in.outputs());
+  // Ids, and the shape of the result: the first output, else the first input
+  // (an in-place op's target, all_reduce's reduced tensor, what send sent).
+  auto describe_result = [&]() -> const at::Tensor* {
+    e.n_in = static_cast<uint16_t>(std::min<size_t>(ids_in.size(), UINT16_MAX));
+    for (size_t i = 0; i < ids_in.size() && i < RawEvent::kMaxIds; ++i) e.in[i] = ids_in[i];
+    e.n_out = static_cast<uint16_t>(std::min<size_t>(ids_out.size(), UINT16_MAX));
+    for (size_t i = 0; i < ids_out.size() && i < RawEvent::kMaxOutIds; ++i) e.out[i] = ids_out[i];
+    const TensorId shown = !ids_out.empty() ? ids_out[0] : (!ids_in.empty() ? ids_in[0] : 0);
+    auto it = s.tensors.find(shown);
+    if (it == s.tensors.end() || !it->second.tensor.defined()) return nullptr;
+    const auto sizes = it->second.tensor.sizes();
+    e.ndim = static_cast<int16_t>(std::min<size_t>(sizes.size(), INT16_MAX));
+    for (size_t d = 0; d < sizes.size() && d < RawEvent::kMaxDims; ++d) e.shape[d] = sizes[d];
+    return &it->second.tensor;
+  };
   switch (in.kind()) {
     case wire::InstrKind::Op: {
       const OpInfo* op = find_op(in.op());
       e.event = "EXEC";
       e.kind = "Op";
       e.op = op ? op->name : std::string_view("unknown");
-      e.n_in = static_cast<uint16_t>(std::min<size_t>(ids_in.size(), UINT16_MAX));
-      for (size_t i = 0; i < ids_in.size() && i < RawEvent::kMaxIds; ++i) e.in[i] = ids_in[i];
-      e.n_out = static_cast<uint16_t>(std::min<size_t>(ids_out.size(), UINT16_MAX));
-      for (size_t i = 0; i < ids_out.size() && i < RawEvent::kMaxOutIds; ++i) e.out[i] = ids_out[i];
-      // The shape of the result: the first output, or the updated input of an in-place op.
-      const TensorId shown = !ids_out.empty() ? ids_out[0] : (!ids_in.empty() ? ids_in[0] : 0);
-      if (auto it = s.tensors.find(shown); it != s.tensors.end() && it->second.tensor.defined()) {
-        const auto sizes = it->second.tensor.sizes();
-        e.ndim = static_cast<int16_t>(std::min<size_t>(sizes.size(), INT16_MAX));
-        for (size_t d = 0; d < sizes.size() && d < RawEvent::kMaxDims; ++d) e.shape[d] = sizes[d];
-      }
+      describe_result();
       break;
     }
     case wire::InstrKind::Free:
@@ -754,18 +759,8 @@ void Executor::log_instruction(uint64_t session_id, const Session& s,
       const auto code = static_cast<collectives::Collective>(in.op());
       e.op = in.op() >= 1 && in.op() <= 7 ? collectives::to_string(code)
                                           : std::string_view("unknown");
-      e.n_in = static_cast<uint16_t>(std::min<size_t>(ids_in.size(), UINT16_MAX));
-      for (size_t i = 0; i < ids_in.size() && i < RawEvent::kMaxIds; ++i) e.in[i] = ids_in[i];
-      e.n_out = static_cast<uint16_t>(std::min<size_t>(ids_out.size(), UINT16_MAX));
-      for (size_t i = 0; i < ids_out.size() && i < RawEvent::kMaxOutIds; ++i) e.out[i] = ids_out[i];
-      // The result (the output; all_reduce's updated input; what send sent).
-      const TensorId shown = !ids_out.empty() ? ids_out[0] : (!ids_in.empty() ? ids_in[0] : 0);
-      if (auto it = s.tensors.find(shown); it != s.tensors.end() && it->second.tensor.defined()) {
-        const at::Tensor& t = it->second.tensor;
-        const auto sizes = t.sizes();
-        e.ndim = static_cast<int16_t>(std::min<size_t>(sizes.size(), INT16_MAX));
-        for (size_t d = 0; d < sizes.size() && d < RawEvent::kMaxDims; ++d) e.shape[d] = sizes[d];
-        e.bytes = static_cast<int64_t>(t.numel() * t.element_size());
+      if (const at::Tensor* t = describe_result()) {
+        e.bytes = static_cast<int64_t>(t->numel() * t->element_size());
       }
       break;
     }
