@@ -37,6 +37,7 @@ const VizStyleInfo kVizStyles[kVizStyleCount] = {
     {"Index", 0xff9da7, VizShape::Box},
     {"unknown op", 0xa0a0a0, VizShape::Box},
     {"compiled unit", 0x26335e, VizShape::Box},
+    {"collective", 0xe15759, VizShape::Box},
     {"free", 0xd8cfb4, VizShape::Box},
     {"fetch", 0xb3d1dc, VizShape::Box},
     {"sync", 0xcdbfdc, VizShape::Box},
@@ -335,6 +336,7 @@ std::optional<VizStyle> classify(const LogEvent& e) {
   const std::string& ev = e.event;
   if (ev == "EXEC") {
     if (e.kind == "Compiled") return VizStyle::Compiled;
+    if (e.kind == "Collective") return VizStyle::Collective;
     const auto& kinds = op_kinds();
     const auto it = kinds.find(e.op);
     return it == kinds.end() ? VizStyle::UnknownOp : static_cast<VizStyle>(it->second);

@@ -48,6 +48,7 @@ enum class VizStyle : uint8_t {
   Index,
   UnknownOp,  // an op name the op table does not know
   Compiled,   // EXEC Compiled: one box for a compiled unit
+  Collective, // EXEC Collective: all_reduce, all_gather... with other workers
   Free,
   Fetch,
   Sync,

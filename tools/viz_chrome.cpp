@@ -40,6 +40,8 @@ std::string event_name(const VizItem& item, const LogEvent& e) {
   switch (item.style) {
     case VizStyle::Compiled:
       return "compiled (" + std::to_string(item.ops) + " ops)";
+    case VizStyle::Collective:
+      return e.op;
     case VizStyle::Free:
       return "free";
     case VizStyle::Fetch:
@@ -62,6 +64,8 @@ const char* category(VizStyle s) {
   switch (s) {
     case VizStyle::Compiled:
       return "compiled";
+    case VizStyle::Collective:
+      return "collective";
     case VizStyle::Free:
     case VizStyle::Fetch:
     case VizStyle::Sync:

@@ -963,3 +963,20 @@ TEST_CASE("viz HTML renders in headless chromium", "[viz][chromium]") {
                                      Contains("30.000 ms") && Contains("req=7"));
   CHECK(j->at("zoom").num() > 1.2);
 }
+
+TEST_CASE("viz draws collectives between workers as boxes of their own", "[viz][unit]") {
+  TempDir dir;
+  const std::string w = "WORKER 1";
+  const std::vector<std::string> inputs{write_log(
+      dir / "run.worker-1.jsonl",
+      {ev(0.0, 0, "CLOCK", w, "Start", "", clock_details(1000.0, 300)),
+       ev(0.010, 1, "EXEC", w, "Collective", "all_reduce",
+          "session=1 in=5 shape=[256,10] bytes=10240 dur_us=2000.000")},
+      false)};
+  std::vector<std::string> warnings;
+  const VizTimeline t = load_viz_timeline(inputs, warnings);
+  const VizItem* c = find_item(t, "EXEC", "all_reduce");
+  REQUIRE(c != nullptr);
+  CHECK(c->style == VizStyle::Collective);
+  CHECK(c->end_s - c->start_s == Approx(0.002).margin(1e-9));
+}
