@@ -42,6 +42,10 @@ train:
   backward: grads
 grads:  {shard: {replicated: true}}
 unit:   {compile: true}
+fwd:
+  shard: {replicated: true, workers: [0]}
+  backward: bwd
+bwd:    {shard: {replicated: true, workers: [1]}}
 )";
 
 // Waits until `n` workers have registered (a session may open before the
@@ -271,6 +275,28 @@ TEST_CASE("backward signals place gradients; values match LibTorch",
   check_close(loss, tl.detach());
   check_close(gw.grad(), tw.grad());
   check_close(gb.grad(), tb.grad());
+}
+
+TEST_CASE("a backward entry computes the gradients on its own workers", "[sharding][integration]") {
+  ShardedCluster c(2);
+  gt::Tensor w;
+  {
+    gt::signal::Context s("first");
+    w = gt::ones({3, 3}).requires_grad_();
+  }
+  {
+    gt::signal::Context s("fwd");  // forward on worker 0, gradients on worker 1
+    gt::Tensor loss = (w * 2).exp().sum({});
+    const auto before = tensors_per_worker();
+    CHECK(before[0] >= 2);
+    CHECK(before[1] == 0);
+    loss.backward();
+  }
+  check_close(w.grad(), at::full({3, 3}, 2 * std::exp(2.0), at::kDouble), 1e-5);
+  // Worker 1 computed the gradient ops: w's gradient lives there (and so,
+  // copied for them, do the forward values they read).
+  const auto held = tensors_per_worker();
+  CHECK(held[1] >= 1);
 }
 
 TEST_CASE("fetches gather uneven shards along any axis", "[sharding][integration]") {
