@@ -46,6 +46,14 @@ Shape broadcast_shapes(std::span<const int64_t> a, std::span<const int64_t> b) {
   return out;
 }
 
+std::vector<int64_t> split_sizes(int64_t total, int parts) {
+  GT_CHECK(parts >= 1, "[shape.split_sizes] ", parts, " parts: expected at least 1");
+  GT_CHECK(total >= 0, "[shape.split_sizes] total ", total, ": expected a size >= 0");
+  std::vector<int64_t> sizes(static_cast<size_t>(parts), total / parts);
+  for (int64_t i = 0; i < total % parts; ++i) ++sizes[static_cast<size_t>(i)];
+  return sizes;
+}
+
 int64_t wrap_dim(int64_t dim, int64_t rank) {
   const int64_t r = std::max<int64_t>(rank, 1);  // scalars accept dim 0 and -1
   GT_CHECK(dim >= -r && dim < r, "dim ", dim, " out of range: expected a dim in [",

@@ -28,6 +28,14 @@ int64_t numel(std::span<const int64_t> shape);
 /// NumPy broadcasting of two shapes; throws std::invalid_argument naming both.
 Shape broadcast_shapes(std::span<const int64_t> a, std::span<const int64_t> b);
 
+/// Rows per part when `total` rows are split over `parts` parts: the first
+/// `total % parts` parts get one row more than the rest, exactly as
+/// torch.tensor_split(t, parts, dim) splits (every part exists, possibly
+/// empty, and parts differ by at most one row). Sharding lays tensors out by
+/// it and the collectives' reduce_scatter splits by it. Throws
+/// std::invalid_argument unless parts >= 1 and total >= 0.
+std::vector<int64_t> split_sizes(int64_t total, int parts);
+
 /// Wraps a possibly negative dim into [0, rank); throws naming the valid range.
 int64_t wrap_dim(int64_t dim, int64_t rank);
 

@@ -25,12 +25,6 @@ std::string Layout::describe() const {
                    : "replicated on workers " + w;
 }
 
-std::vector<int64_t> shard_sizes(int64_t extent, int parts) {
-  std::vector<int64_t> sizes(static_cast<size_t>(std::max(parts, 1)), extent / std::max(parts, 1));
-  for (int64_t k = 0; k < extent % std::max(parts, 1); ++k) ++sizes[static_cast<size_t>(k)];
-  return sizes;
-}
-
 std::vector<char> slice_rows(std::span<const char> data, std::span<const int64_t> shape, int axis,
                              int64_t begin, int64_t rows, int64_t element_size) {
   const int64_t outer = numel(shape.first(static_cast<size_t>(axis)));
@@ -108,13 +102,13 @@ Shape shard_shape(const TensorMeta& m, const Layout& l, size_t k) {
   if (!l.sharded()) return m.shape;
   Shape s = m.shape;
   s[static_cast<size_t>(l.axis)] =
-      shard_sizes(m.shape[static_cast<size_t>(l.axis)], static_cast<int>(l.workers.size()))[k];
+      split_sizes(m.shape[static_cast<size_t>(l.axis)], static_cast<int>(l.workers.size()))[k];
   return s;
 }
 
 int64_t shard_offset(const TensorMeta& m, const Layout& l, size_t k) {
   const auto sizes =
-      shard_sizes(m.shape[static_cast<size_t>(l.axis)], static_cast<int>(l.workers.size()));
+      split_sizes(m.shape[static_cast<size_t>(l.axis)], static_cast<int>(l.workers.size()));
   return std::accumulate(sizes.begin(), sizes.begin() + static_cast<ptrdiff_t>(k), int64_t{0});
 }
 
@@ -124,7 +118,7 @@ size_t rank_of(const std::vector<int>& group, int worker) {
 
 bool any_shard_empty(const TensorMeta& m, const Layout& l) {
   if (!l.sharded()) return false;
-  for (int64_t s : shard_sizes(m.shape[static_cast<size_t>(l.axis)], static_cast<int>(l.workers.size()))) {
+  for (int64_t s : split_sizes(m.shape[static_cast<size_t>(l.axis)], static_cast<int>(l.workers.size()))) {
     if (s == 0) return true;
   }
   return false;
@@ -680,7 +674,7 @@ void ShardedSession::plan_op(const OpInfo& op, const wire::Instruction& in,
           return;
         }
         case OpCode::Squeeze: {
-          const auto sizes = shard_sizes(m.shape[static_cast<size_t>(l.axis)], static_cast<int>(l.workers.size()));
+          const auto sizes = split_sizes(m.shape[static_cast<size_t>(l.axis)], static_cast<int>(l.workers.size()));
           if (!ints.empty()) {
             const int d = static_cast<int>(wrap_dim(ints[0], rank));
             if (d == l.axis) break;

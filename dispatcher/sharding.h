@@ -27,8 +27,8 @@ using wire::TensorId;
 
 /// Where a logical tensor lives: a full copy on each of `workers`
 /// (replicated), or split along `axis` with shard k on workers[k], sized by
-/// shard_sizes. Worker lists are ascending, so shard order is rank order in
-/// the group's communicator. An empty list stands for the session's home
+/// split_sizes (common/shape.h). Worker lists are ascending, so shard order
+/// is rank order in the group's communicator. An empty list stands for the session's home
 /// worker (tensors of sessions that never shard carry no list at all).
 struct Layout {
   std::vector<int> workers;
@@ -38,11 +38,6 @@ struct Layout {
   /// "replicated on [0, 1]", "split along axis 0 over [0, 1]".
   std::string describe() const;
 };
-
-/// Rows per shard when `extent` rows are split over `parts` workers: the
-/// first `extent % parts` shards get one row more (torch.tensor_split's rule,
-/// as the collectives' reduce_scatter uses).
-std::vector<int64_t> shard_sizes(int64_t extent, int parts);
 
 /// Copies the rows [begin, begin + rows) along `axis` of a contiguous
 /// row-major tensor of `shape` with elements of `element_size` bytes.

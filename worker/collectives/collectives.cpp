@@ -40,12 +40,4 @@ std::string_view to_string(Collective c) {
   return "invalid";
 }
 
-std::vector<int64_t> chunk_sizes(int64_t total, int parts) {
-  GT_CHECK(parts >= 1, "[collectives.chunk_sizes] ", parts, " parts: expected at least 1");
-  GT_CHECK(total >= 0, "[collectives.chunk_sizes] total ", total, ": expected a size >= 0");
-  std::vector<int64_t> sizes(static_cast<size_t>(parts), total / parts);
-  for (int64_t i = 0; i < total % parts; ++i) ++sizes[static_cast<size_t>(i)];
-  return sizes;
-}
-
 }  // namespace gt::worker::collectives

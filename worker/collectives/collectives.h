@@ -42,13 +42,6 @@ enum class Collective : uint8_t {
 /// "all_reduce", "all_gather", ...
 std::string_view to_string(Collective c);
 
-/// Rows per rank when `total` rows are split over `parts` ranks: the first
-/// `total % parts` ranks get one row more than the rest, exactly as
-/// torch.tensor_split(t, parts, dim) splits. Unlike torch.chunk, every rank
-/// gets a part (possibly empty) and the parts differ by at most one row.
-/// reduce_scatter uses this rule; sharding code should use it too.
-std::vector<int64_t> chunk_sizes(int64_t total, int parts);
-
 /// One communicator. Every rank calls the same collectives in the same order
 /// (send/recv excepted: those are matched per pair and tag).
 ///
@@ -90,7 +83,7 @@ class Collectives {
   virtual at::Tensor all_gather(const at::Tensor& t, int64_t dim) = 0;
 
   /// Reduces `t` (same shape on every rank) over all ranks and returns this
-  /// rank's part along `dim`, split by chunk_sizes(t.size(dim), size()).
+  /// rank's part along `dim`, split by gt::split_sizes(t.size(dim), size()) (common/shape.h).
   virtual at::Tensor reduce_scatter(const at::Tensor& t, int64_t dim, ReduceOp op) = 0;
 
   /// Copies `root`'s `t` into `t` on every rank; shapes and dtypes must agree.

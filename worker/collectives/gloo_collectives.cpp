@@ -357,7 +357,7 @@ class GlooCollectives final : public Collectives {
       const Local local = prepare(Collective::ReduceScatter, &t, op, dim);
       agree(Collective::ReduceScatter, &t, local, tag);
       const int64_t d = local.header.arg;
-      const std::vector<int64_t> rows = chunk_sizes(t.size(d), size());
+      const std::vector<int64_t> rows = split_sizes(t.size(d), size());
 
       // A private contiguous copy with `d` leading (or in place when the dims
       // before it hold one element): rank r's part is then one contiguous

@@ -77,11 +77,14 @@ size_t count_kind(const WorkerOutput& o, wire::InstrKind k) {
 
 }  // namespace
 
-TEST_CASE("shard sizes follow torch.tensor_split", "[sharding]") {
-  CHECK(shard_sizes(7, 3) == std::vector<int64_t>{3, 2, 2});
-  CHECK(shard_sizes(2, 3) == std::vector<int64_t>{1, 1, 0});
-  CHECK(shard_sizes(8, 2) == std::vector<int64_t>{4, 4});
-  CHECK(shard_sizes(0, 2) == std::vector<int64_t>{0, 0});
+TEST_CASE("split sizes follow torch.tensor_split", "[sharding]") {
+  // common/shape.h: the rule of shard layouts and of reduce_scatter.
+  CHECK(split_sizes(7, 3) == std::vector<int64_t>{3, 2, 2});
+  CHECK(split_sizes(6, 3) == std::vector<int64_t>{2, 2, 2});
+  CHECK(split_sizes(2, 3) == std::vector<int64_t>{1, 1, 0});
+  CHECK(split_sizes(8, 2) == std::vector<int64_t>{4, 4});
+  CHECK(split_sizes(0, 2) == std::vector<int64_t>{0, 0});
+  CHECK_THROWS_AS(split_sizes(4, 0), std::invalid_argument);
 }
 
 TEST_CASE("slice_rows and concat_rows are inverse along every axis", "[sharding]") {
@@ -89,7 +92,7 @@ TEST_CASE("slice_rows and concat_rows are inverse along every axis", "[sharding]
   std::vector<char> data(60 * 4);
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7 + 1);
   for (int axis = 0; axis < 3; ++axis) {
-    const auto sizes = shard_sizes(shape[static_cast<size_t>(axis)], 3);
+    const auto sizes = split_sizes(shape[static_cast<size_t>(axis)], 3);
     std::vector<std::vector<char>> parts;
     std::vector<Shape> shapes;
     int64_t begin = 0;

@@ -149,14 +149,6 @@ constexpr ReduceOp kAllOps[] = {ReduceOp::Sum, ReduceOp::Avg, ReduceOp::Max, Red
 
 // ---- the five collectives, ranks as threads ------------------------------
 
-TEST_CASE("collectives chunk_sizes splits like torch.tensor_split", "[collectives][unit]") {
-  CHECK(chunk_sizes(7, 3) == std::vector<int64_t>{3, 2, 2});
-  CHECK(chunk_sizes(6, 3) == std::vector<int64_t>{2, 2, 2});
-  CHECK(chunk_sizes(2, 3) == std::vector<int64_t>{1, 1, 0});
-  CHECK(chunk_sizes(0, 2) == std::vector<int64_t>{0, 0});
-  CHECK_THROWS_AS(chunk_sizes(4, 0), std::invalid_argument);
-}
-
 TEST_CASE("collectives all_reduce matches LibTorch for every reduce op and dtype",
           "[collectives][unit]") {
   const std::vector<at::ScalarType> dtypes{at::kFloat, at::kDouble, at::kInt, at::kLong};
