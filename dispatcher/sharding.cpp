@@ -159,23 +159,24 @@ Layout ShardedSession::resolve(const Layout& l) const {
   return l.workers.empty() ? replicated({home_}) : l;
 }
 
+const SignalConfig* ShardedSession::entry_of(const Frame& f) const {
+  const SignalConfig* e = config_ ? config_->find(f.name) : nullptr;
+  if (e && f.backward) e = e->backward ? config_->find(*e->backward) : nullptr;
+  return e;
+}
+
 const SignalConfig* ShardedSession::current_entry() const {
-  if (!config_) return nullptr;
-  // The innermost scope with an entry decides; a backward frame stands for
-  // the `backward` entry of its signal.
+  // The innermost scope with a shard entry decides.
   for (auto it = scopes_.rbegin(); it != scopes_.rend(); ++it) {
-    const SignalConfig* e = config_->find(it->name);
-    if (e && it->backward) e = e->backward ? config_->find(*e->backward) : nullptr;
+    const SignalConfig* e = entry_of(*it);
     if (e && e->shard) return e;
   }
   return nullptr;
 }
 
 const std::string* ShardedSession::compile_scope() const {
-  if (!config_) return nullptr;
   for (const Frame& f : scopes_) {
-    const SignalConfig* e = config_->find(f.name);
-    if (e && f.backward) e = e->backward ? config_->find(*e->backward) : nullptr;
+    const SignalConfig* e = entry_of(f);
     if (e && e->compile) return &f.name;
   }
   return nullptr;
@@ -255,6 +256,10 @@ void ShardedSession::free_temps(Outputs& out) {
   std::map<int, std::vector<TensorId>> by_worker;
   for (auto [w, id] : temps_) by_worker[w].push_back(id);
   temps_.clear();
+  emit_frees(by_worker, out);
+}
+
+void ShardedSession::emit_frees(std::map<int, std::vector<TensorId>>& by_worker, Outputs& out) {
   for (auto& [w, ids] : by_worker) {
     wire::Instr f;
     f.kind = wire::InstrKind::Free;
@@ -805,12 +810,7 @@ void ShardedSession::rewrite(const wire::Instruction& in, std::span<const Payloa
         for (int w : resolve(it->second.layout).workers) by_worker[w].push_back(id);
         tensors_.erase(it);
       }
-      for (auto& [w, ids] : by_worker) {
-        wire::Instr f;
-        f.kind = wire::InstrKind::Free;
-        f.inputs = std::move(ids);
-        emit(w, std::move(f), out);
-      }
+      emit_frees(by_worker, out);
       return;
     }
     case wire::InstrKind::Op:

@@ -164,6 +164,11 @@ class ShardedSession {
                        int64_t b, std::span<const int64_t> shape, DType dtype,
                        std::vector<TensorId> inputs, std::vector<TensorId> outputs, Outputs& out);
   void free_temps(Outputs& out);
+  /// One Free per worker of the ids listed for it (moved out).
+  void emit_frees(std::map<int, std::vector<TensorId>>& by_worker, Outputs& out);
+  /// A frame's entry: its signal's, or for a backward frame the signal's
+  /// `backward` entry; nullptr when the config has none.
+  const SignalConfig* entry_of(const Frame& f) const;
   void use(int worker);
   /// Note [compile scopes]: ends the open unit on the workers it reached.
   void end_unit(Outputs& out);
