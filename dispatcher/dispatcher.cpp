@@ -644,22 +644,6 @@ void Dispatcher::State::on_client(Session& s, const wire::Message* msg, Frames& 
 void Dispatcher::State::on_batch(Session& s, const wire::Batch* batch, Frames& frames) {
   const auto* instrs = batch->instructions();
   const size_t n = instrs ? instrs->size() : 0;
-  if (!s.shards) {
-    // A config or a collective (refused there) takes the rewriting path; so
-    // does GT_AUTO_SHARD once a second worker has joined.
-    if (env.auto_shard && alive_workers() > 1) start_sharding(s);
-    for (size_t i = 0; i < n; ++i) {
-      const auto kind = instrs->Get(i)->kind();
-      if (kind == wire::InstrKind::Configure || kind == wire::InstrKind::Collective) {
-        start_sharding(s);
-        break;
-      }
-    }
-  }
-  if (s.shards) {
-    on_sharded_batch(s, batch, frames);
-    return;
-  }
   stats.instructions.fetch_add(n, std::memory_order_relaxed);
   RawEvent e;
   if (log_events) {
@@ -670,6 +654,20 @@ void Dispatcher::State::on_batch(Session& s, const wire::Batch* batch, Frames& f
     e.bytes = 0;
     for (size_t i = 1; i < frames.size(); ++i) e.bytes += static_cast<int64_t>(frames[i].size());
     ilog->record_raw(e);
+  }
+  if (!s.shards) {
+    // A config or a collective (refused there) takes the rewriting path; so
+    // does GT_AUTO_SHARD once a second worker has joined.
+    bool shard = env.auto_shard && alive_workers() > 1;
+    for (size_t i = 0; i < n && !shard; ++i) {
+      const auto kind = instrs->Get(i)->kind();
+      shard = kind == wire::InstrKind::Configure || kind == wire::InstrKind::Collective;
+    }
+    if (shard) start_sharding(s);
+  }
+  if (s.shards) {
+    on_sharded_batch(s, batch, frames);
+    return;
   }
   // The worker needs the session id; stamp it into the header in place so the
   // batch and its data frames are forwarded without copies.
@@ -736,17 +734,9 @@ ClusterView Dispatcher::State::cluster_view() {
 }
 
 void Dispatcher::State::on_sharded_batch(Session& s, const wire::Batch* batch, Frames& frames) {
+  // on_batch counted the batch and recorded its RECV.
   const auto* instrs = batch->instructions();
   const size_t n = instrs ? instrs->size() : 0;
-  stats.instructions.fetch_add(n, std::memory_order_relaxed);
-  if (log_events) {
-    RawEvent e;
-    e.event = "RECV";
-    e.kind = "Batch";
-    e.session = s.id;
-    e.n = static_cast<int64_t>(n);
-    ilog->record_raw(e);
-  }
   if (s.lost) {
     for (size_t i = 0; i < n; ++i) {
       const auto* in = instrs->Get(i);
