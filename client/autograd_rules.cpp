@@ -51,6 +51,14 @@ Tensor BackwardContext::saved_output() const { return unpack(fn_.saved_output, "
 
 // ---- helpers --------------------------------------------------------------------------
 
+// `t` in `shape`, without an instruction when it has it already. A gradient
+// passes through fewer ops, which matters most when it is a partial sum the
+// dispatcher has yet to complete (Note [deferred sums] in
+// dispatcher/sharding.cpp).
+static Tensor reshaped(const Tensor& t, const Shape& shape) {
+  return t.shape() == shape ? t : t.reshape(shape);
+}
+
 Tensor sum_to(const Tensor& grad, const Shape& shape) {
   const Shape& g = grad.shape();
   if (g == shape) return grad;
@@ -62,7 +70,7 @@ Tensor sum_to(const Tensor& grad, const Shape& shape) {
     if (d < lead || (shape[d - lead] == 1 && g[d] != 1)) dims.push_back(static_cast<int64_t>(d));
   }
   Tensor r = dims.empty() ? grad : grad.sum(dims, /*keepdim=*/true);
-  return r.shape() == shape ? r : r.reshape(shape);
+  return reshaped(r, shape);
 }
 
 namespace {
@@ -82,7 +90,7 @@ Tensor restore_reduced_dims(const Tensor& g, const Shape& input, std::span<const
   for (size_t i = 1; i < ints.size(); ++i) reduced[wrap_dim(ints[i], rank)] = true;
   Shape kept;
   for (int64_t d = 0; d < rank; ++d) kept.push_back(reduced[d] ? 1 : input[d]);
-  return g.reshape(kept);
+  return reshaped(g, kept);
 }
 
 int64_t reduced_count(const Shape& input, const Shape& output) {
@@ -232,20 +240,20 @@ void matmul_backward(Ctx& c) {
   Shape gm = g.shape();
   if (sa.size() == 1) gm.insert(gm.end() - (sb.size() == 1 ? 0 : 1), 1);
   if (sb.size() == 1) gm.push_back(1);
-  const Tensor g2 = g.reshape(gm);
+  const Tensor g2 = reshaped(g, gm);
   if (c.needs(0)) {
     Tensor b = c.saved_input(1);
     if (sb.size() == 1) b = b.reshape({sb[0], 1});
     const Tensor ga = g2.matmul(b.transpose(-1, -2));
     const Shape a_mat = sa.size() == 1 ? Shape{1, sa[0]} : sa;
-    c.grads[0] = sum_to(ga, a_mat).reshape(sa);
+    c.grads[0] = reshaped(sum_to(ga, a_mat), sa);
   }
   if (c.needs(1)) {
     Tensor a = c.saved_input(0);
     if (sa.size() == 1) a = a.reshape({1, sa[0]});
     const Tensor gb = a.transpose(-1, -2).matmul(g2);
     const Shape b_mat = sb.size() == 1 ? Shape{sb[0], 1} : sb;
-    c.grads[1] = sum_to(gb, b_mat).reshape(sb);
+    c.grads[1] = reshaped(sum_to(gb, b_mat), sb);
   }
 }
 
@@ -290,7 +298,7 @@ void log_softmax_backward(Ctx& c) {
 
 // ---- shapes and views ----
 
-void reshape_backward(Ctx& c) { c.grads[0] = c.grad().reshape(c.input(0).shape); }
+void reshape_backward(Ctx& c) { c.grads[0] = reshaped(c.grad(), c.input(0).shape); }
 
 void transpose_backward(Ctx& c) {
   if (c.input(0).shape.empty()) {
@@ -394,7 +402,7 @@ void index_add_backward(Ctx& c) {
   if (c.needs(2)) {
     const Shape& src = c.input(2).shape;
     Tensor g = c.input(0).shape.empty() ? c.grad() : c.grad().index_select(c.ints()[0], c.saved_input(1));
-    c.grads[2] = g.shape() == src ? g : g.reshape(src);
+    c.grads[2] = reshaped(g, src);
   }
 }
 

@@ -757,10 +757,12 @@ void Dispatcher::State::on_sharded_batch(Session& s, const wire::Batch* batch, F
   for (size_t i = 0; i < n; ++i) {
     const wire::Instruction& in = *instrs->Get(i);
     switch (in.kind()) {
-      case wire::InstrKind::Fetch:
-        s.shards->barrier(out);
+      case wire::InstrKind::Fetch: {
+        const auto ids = wire::view(in.inputs());
+        s.shards->barrier(out, ids.empty() ? std::nullopt : std::optional<TensorId>(ids[0]));
         forward_fetch(s, in, out);
         continue;
+      }
       case wire::InstrKind::Sync: {
         s.shards->barrier(out);
         const auto& used = s.shards->used_workers();

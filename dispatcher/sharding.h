@@ -135,10 +135,18 @@ class ShardedSession {
 
   /// The config entry that places what the current scope creates, or nullptr.
   const SignalConfig* current_entry() const;
-  /// A fetch or sync: ends the open compile unit (Note [compile scopes]).
-  void barrier(Outputs& out) {
+  /// A fetch or sync: completes the deferred sums (Note [deferred sums]) and
+  /// ends the open compile unit (Note [compile scopes]).
+  /// `fetched`: the id a fetch reads, completed even when it would wait.
+  void barrier(Outputs& out, std::optional<TensorId> fetched = std::nullopt) {
+    if (fetched) flush_sums(out, std::span<const TensorId>(&*fetched, 1));
+    else flush_sums(out, {});
     if (unit_) end_unit(out);
   }
+  /// Partial sums whose all_reduce is deferred (Note [deferred sums]).
+  size_t deferred_sums() const { return deferred_.size(); }
+  /// Whether `id` names a deferred partial sum.
+  bool deferred(TensorId id) const { return family_of(id) != nullptr; }
   /// The signal of the outermost scope that is a compile unit, or nullptr.
   const std::string* compile_scope() const;
 
@@ -172,6 +180,17 @@ class ShardedSession {
   void use(int worker);
   /// Note [compile scopes]: ends the open unit on the workers it reached.
   void end_unit(Outputs& out);
+  /// Note [deferred sums]: emits the deferred all_reduces of the partial
+  /// sums that were not consumed, and of those `needed` names, bucketed per
+  /// group and dtype, then the means' scaling.
+  void flush_sums(Outputs& out, std::span<const TensorId> needed);
+  struct DeferredSum;
+  DeferredSum* family_of(TensorId id);
+  const DeferredSum* family_of(TensorId id) const;
+  /// Runs a linear op on a deferred partial sum without completing it;
+  /// false when `op` is not one that can.
+  bool propagate_sum(const OpInfo& op, const wire::Instruction& in, const TensorMeta& out_meta,
+                     Outputs& out);
 
   int home_;
   std::shared_ptr<const Config> config_;
@@ -181,6 +200,22 @@ class ShardedSession {
   std::vector<std::pair<int, TensorId>> temps_;  // to free after the current instruction
   TensorId next_temp_ = kTempIdBase;
   const ClusterView* cluster_ = nullptr;  // during rewrite()
+  // Note [deferred sums]: partial sums on their workers, not yet reduced.
+  // One partial sum's memory on each worker, and the live ids that name all
+  // of it (the op's output and views of it).
+  struct DeferredSum {
+    struct Name {
+      TensorId id;
+      bool contiguous;  // known to be; a reshape of it is then a view
+    };
+    std::vector<Name> names;
+    std::vector<int> workers;
+    DType dtype;
+    int64_t numel;
+    double scale;           // a mean's 1/count, applied after the sum; 1 for a sum
+    bool consumed = false;  // a linear op made a new partial sum of it
+  };
+  std::vector<DeferredSum> deferred_;
   // Note [compile scopes]: the open compile unit and the workers told so.
   std::optional<std::string> unit_;
   std::vector<int> unit_workers_;

@@ -47,6 +47,19 @@ namespace gt::worker {
 // its outputs come from elsewhere): a partly matched compiled unit is run
 // eagerly first (offer_compiled) and the recorder cuts its sequence there.
 
+// Note [all_reduce buckets]
+// The dispatcher defers the all_reduce that completes a partial sum until
+// the value is used, and then reduces every deferred value of the session in
+// one all_reduce (Note [deferred sums] in dispatcher/sharding.cpp): a
+// data-parallel step's gradients cost one collective instead of one each,
+// and on a loaded machine each collective costs milliseconds of waiting for
+// the slowest rank, whatever its size. Such an instruction names k > 1
+// inputs and lists their element counts where the shape would be; the
+// worker copies them into one flat buffer, reduces it in place, and copies
+// the results back. A rank with a bad input takes part with zeros for it,
+// and poisons every input of the bucket, as one failure of the whole
+// all_reduce would.
+
 namespace {
 
 using collectives::Collective;
@@ -59,6 +72,8 @@ using wire::TensorId;
 constexpr int64_t kMaxGroupWorkers = 4096;
 /// Collectives::send and recv take tags below 2^56.
 constexpr int64_t kMaxTag = (int64_t{1} << 56) - 1;
+/// The most tensors one bucketed all_reduce names (Note [all_reduce buckets]).
+constexpr size_t kMaxBucket = 4096;
 
 /// A Collective instruction with its ints taken apart and checked against
 /// the table of docs/protocol.md. Filled in as parsing goes, so a failure
@@ -71,7 +86,10 @@ struct ParsedCollective {
   int64_t a = 0, b = 0;
   TensorMeta meta;                 // shape and dtype this rank contributes or receives
   size_t inputs = 0, outputs = 0;  // the arity this rank expects
-  bool in_place = false;           // all_reduce writes inputs[0]
+  bool in_place = false;           // all_reduce writes its inputs
+  /// A bucketed all_reduce (Note [all_reduce buckets]): each input's element
+  /// count; `meta` is then the flat concatenation's. Empty otherwise.
+  std::vector<int64_t> bucket;
 };
 
 struct Rejection {
@@ -81,6 +99,12 @@ struct Rejection {
 
 std::string_view reduce_op_names() {
   return "0 sum, 1 avg, 2 max, 3 min, 4 product";
+}
+
+std::optional<Rejection> check_reduce_op(int64_t v, std::string_view which) {
+  if (v >= 0 && v < collectives::kNumReduceOps) return std::nullopt;
+  return Rejection{Status::InvalidArgument,
+                   gt::detail::cat("reduce op ", v, " (", which, "): expected ", reduce_op_names())};
 }
 
 std::string plural(size_t n, std::string_view word) {
@@ -147,6 +171,44 @@ std::optional<Rejection> parse_collective(const wire::Instruction& in, int self,
   p.b = ints[static_cast<size_t>(n) + 2];
 
   const auto shape = ints.subspan(static_cast<size_t>(n) + 3);
+  const size_t got_in = wire::view(in.inputs()).size();
+  if (p.kind == Collective::AllReduce && got_in > 1) {
+    if (!valid_dtype_code(in.dtype())) {
+      return Rejection{Status::InvalidArgument, cat("dtype code ", static_cast<int>(in.dtype()),
+                                                    " is not a gt dtype (0..", kNumDTypes - 1, ")")};
+    }
+    if (got_in > kMaxBucket || shape.size() != got_in) {
+      return Rejection{Status::InvalidArgument,
+                       cat("an all_reduce of ", got_in, " inputs with ", shape.size(),
+                           " element counts: expected one count per input and at most ",
+                           kMaxBucket, " inputs")};
+    }
+    int64_t total = 0;
+    for (int64_t count : shape) {
+      if (count < 0) {
+        return Rejection{Status::InvalidArgument,
+                         cat("element count ", count, " in the bucket: expected >= 0")};
+      }
+      total += count;
+      try {
+        (void)checked_numel(std::span<const int64_t>(&total, 1));
+      } catch (const std::invalid_argument& e) {
+        return Rejection{Status::InvalidArgument, cat("the bucket's element counts: ", e.what())};
+      }
+    }
+    p.bucket.assign(shape.begin(), shape.end());
+    p.meta = TensorMeta{Shape{total}, static_cast<DType>(in.dtype())};
+    if (auto r = check_reduce_op(p.a, "a")) return r;
+    if (p.b != 0) {
+      return Rejection{Status::InvalidArgument, cat("b = ", p.b, " is unused by all_reduce: expected 0")};
+    }
+    if (!wire::view(in.outputs()).empty()) {
+      return Rejection{Status::InvalidArgument,
+                       cat("all_reduce takes no outputs, got ", wire::view(in.outputs()).size())};
+    }
+    p.inputs = got_in;
+    return std::nullopt;
+  }
   if (static_cast<int64_t>(shape.size()) > kMaxRank) {
     return Rejection{Status::InvalidArgument,
                      cat("a shape of ", shape.size(), " dims: expected at most ", kMaxRank)};
@@ -164,11 +226,7 @@ std::optional<Rejection> parse_collective(const wire::Instruction& in, int self,
 
   const int64_t size = n;
   const int64_t dims = static_cast<int64_t>(shape.size());
-  auto reduce_op = [&](int64_t v, std::string_view which) -> std::optional<Rejection> {
-    if (v >= 0 && v < collectives::kNumReduceOps) return std::nullopt;
-    return Rejection{Status::InvalidArgument,
-                     cat("reduce op ", v, " (", which, "): expected ", reduce_op_names())};
-  };
+  const auto reduce_op = check_reduce_op;
   auto dim = [&](int64_t v) -> std::optional<Rejection> {
     if (v >= -dims && v < dims) return std::nullopt;
     return Rejection{
@@ -223,7 +281,6 @@ std::optional<Rejection> parse_collective(const wire::Instruction& in, int self,
       if ((r = unused(p.a, "a")) || (r = unused(p.b, "b"))) return r;
       break;
   }
-  const size_t got_in = wire::view(in.inputs()).size();
   const size_t got_out = wire::view(in.outputs()).size();
   if (got_in != p.inputs || got_out != p.outputs) {
     std::string role;
@@ -300,7 +357,42 @@ void Executor::run_collective(Session& s, const wire::Instruction& in) {
   at::Tensor input;                              // the live input, when usable
   std::shared_ptr<const FailureInfo> inherited;  // a poisoned input's failure
   std::optional<Rejection> own;                  // this rank's own problem
-  if (p.inputs == 1) {
+  std::vector<at::Tensor> parts;                 // a bucket's live inputs
+  if (!p.bucket.empty()) {
+    // Note [all_reduce buckets]: the inputs travel as one flat buffer; a bad
+    // input contributes zeros and poisons the whole bucket on this rank.
+    input = at::empty({p.meta.shape[0]}, at::TensorOptions().dtype(to_scalar_type(p.meta.dtype)));
+    parts.resize(ids_in.size());
+    int64_t offset = 0;
+    for (size_t i = 0; i < ids_in.size(); ++i) {
+      const int64_t count = p.bucket[i];
+      auto it = s.tensors.find(ids_in[i]);
+      if (it == s.tensors.end()) {
+        if (!own) {
+          own = Rejection{Status::UnknownTensor,
+                          cat("tensor ", ids_in[i], " (input ", i, ") is not live in this session; "
+                              "this worker took part with zeros in its place")};
+        }
+      } else if (it->second.poison) {
+        if (!inherited) inherited = it->second.poison;
+      } else if (it->second.tensor.numel() != count ||
+                 it->second.tensor.scalar_type() != input.scalar_type()) {
+        if (!own) {
+          own = Rejection{Status::InvalidArgument,
+                          cat("input ", ids_in[i], " is ",
+                              detail::describe(detail::meta_of(it->second.tensor)), ": expected ",
+                              count, " elements of ", to_string(p.meta.dtype),
+                              " as the instruction says; this worker took part with zeros in its place")};
+        }
+      } else {
+        parts[i] = it->second.tensor;
+      }
+      at::Tensor segment = input.narrow(0, offset, count);
+      if (parts[i].defined()) segment.view(parts[i].sizes()).copy_(parts[i]);
+      else segment.zero_();
+      offset += count;
+    }
+  } else if (p.inputs == 1) {
     auto it = s.tensors.find(ids_in[0]);
     if (it == s.tensors.end()) {
       own = Rejection{Status::UnknownTensor,
@@ -395,7 +487,19 @@ void Executor::run_collective(Session& s, const wire::Instruction& in) {
   }
   if (poison) {
     poison_targets(s, in, p.in_place, poison);
+    for (size_t i = 1; i < parts.size(); ++i) {  // a bucket fails as a whole
+      if (auto it = s.tensors.find(ids_in[i]); it != s.tensors.end()) {
+        it->second.tensor.reset();
+        it->second.poison = poison;
+      }
+    }
     return;
+  }
+  int64_t offset = 0;
+  for (at::Tensor& part : parts) {  // a bucket's results back into its inputs
+    before_write(part);  // Note [fetch buffers]
+    part.copy_(input.narrow(0, offset, part.numel()).view(part.sizes()));
+    offset += part.numel();
   }
   if (result.defined()) s.tensors.emplace(ids_out[0], Slot{std::move(result), nullptr});
 }

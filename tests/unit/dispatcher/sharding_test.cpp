@@ -136,13 +136,112 @@ TEST_CASE("a matmul split on the contraction dim ends in an all_reduce", "[shard
                                op(OpCode::Matmul, {3}, {1, 2})});
   for (int w : {0, 1}) {
     const auto& instrs = out.at(w).instrs;
-    REQUIRE(instrs.size() == 4);
+    REQUIRE(instrs.size() == 3);  // the all_reduce waits for a use
     CHECK(instrs[2].op == OpCode::Matmul);
-    CHECK(instrs[3].kind == wire::InstrKind::Collective);
-    CHECK(static_cast<int>(instrs[3].op) == 1);  // all_reduce
-    CHECK(instrs[3].ints == std::vector<int64_t>{2, 0, 1, 0, 0, 4, 3});
+  }
+  CHECK(rig.session.deferred_sums() == 1);
+  Outputs done;
+  rig.session.barrier(done);  // a fetch or sync completes it
+  CHECK(rig.session.deferred_sums() == 0);
+  for (int w : {0, 1}) {
+    const auto& instrs = done.at(w).instrs;
+    REQUIRE(instrs.size() == 1);
+    CHECK(instrs[0].kind == wire::InstrKind::Collective);
+    CHECK(static_cast<int>(instrs[0].op) == 1);  // all_reduce
+    CHECK(instrs[0].ints == std::vector<int64_t>{2, 0, 1, 0, 0, 4, 3});
+    CHECK(instrs[0].inputs == std::vector<wire::TensorId>{3});
   }
   CHECK(rig.session.find(3)->layout == Layout{{0, 1}, -1});
+}
+
+TEST_CASE("deferred sums are completed in one bucket at their first use", "[sharding]") {
+  Rig rig(2, "rows: {shard: {axis: 0}}");
+  // Three partial sums of a split tensor: a sum, a mean and an unread sum.
+  const Outputs first = rig.run({scope("rows"), op(OpCode::Ones, {1}, {}, {4, 3}),
+                                 scope("", wire::ScopeAction::Exit),
+                                 op(OpCode::Sum, {2}, {1}, {0, 0}),
+                                 op(OpCode::Mean, {3}, {1}, {0}),
+                                 op(OpCode::Sum, {4}, {1}, {0})});
+  for (int w : {0, 1}) CHECK(count_kind(first.at(w), wire::InstrKind::Collective) == 0);
+  CHECK(rig.session.deferred_sums() == 3);
+  wire::Instr free;
+  free.kind = wire::InstrKind::Free;
+  free.inputs = {4};
+  // The unread sum is freed (never reduced); reading the mean completes both others.
+  const Outputs second = rig.run({free, op(OpCode::Exp, {5}, {3})});
+  CHECK(rig.session.deferred_sums() == 0);
+  for (int w : {0, 1}) {
+    const auto& instrs = second.at(w).instrs;
+    REQUIRE(instrs.size() == 4);
+    CHECK(instrs[0].kind == wire::InstrKind::Free);
+    CHECK(instrs[1].kind == wire::InstrKind::Collective);
+    CHECK(instrs[1].inputs == std::vector<wire::TensorId>{2, 3});
+    // [n, workers, sum, 0, element counts]: the sum over dim 0 has 3, the mean 1.
+    CHECK(instrs[1].ints == std::vector<int64_t>{2, 0, 1, 0, 0, 3, 1});
+    CHECK(instrs[2].op == OpCode::MulScalarInplace);  // the mean's 1/count
+    CHECK(instrs[2].inputs == std::vector<wire::TensorId>{3});
+    CHECK(instrs[2].floats == std::vector<double>{1.0 / 12});
+    CHECK(instrs[3].op == OpCode::Exp);
+  }
+}
+
+TEST_CASE("linear ops keep a partial sum deferred; a consumed one waits", "[sharding]") {
+  Rig rig(2, "rows: {shard: {axis: 0}}");
+  auto scaled = [](wire::TensorId out, wire::TensorId in, double by) {
+    wire::Instr i = op(OpCode::MulScalar, {out}, {in});
+    i.floats = {by};
+    return i;
+  };
+  // A weight gradient's path: matmul over the split rows (a partial sum),
+  // transpose (a view of it), a copy scaled by 1 (a new partial sum); and a
+  // mean viewed by reshape, of which the scale must be applied once.
+  const Outputs first = rig.run({scope("rows"), op(OpCode::Ones, {1}, {}, {4, 3}),
+                                 op(OpCode::Ones, {2}, {}, {4, 2}),
+                                 scope("", wire::ScopeAction::Exit),
+                                 op(OpCode::Transpose, {3}, {1}, {0, 1}),
+                                 op(OpCode::Matmul, {4}, {3, 2}),      // (3, 2), partial
+                                 op(OpCode::Transpose, {5}, {4}, {0, 1}),
+                                 scaled(6, 5, 1.0),                     // consumes 4's family
+                                 op(OpCode::Mean, {7}, {1}, {0}),       // scalar, partial
+                                 op(OpCode::Reshape, {8}, {7}, {1}),    // a view: same family
+                                 op(OpCode::Reshape, {9}, {5}, {6})});  // 5 may not be contiguous
+  // The reshape of the transposed view cannot follow it (it may copy), so it
+  // completes the sums: the family it names (4's, though consumed) and every
+  // one not consumed (6's and the mean's), in one bucket.
+  for (int w : {0, 1}) {
+    const auto& instrs = first.at(w).instrs;
+    std::vector<const wire::Instr*> collectives;
+    for (const auto& i : instrs) {
+      if (i.kind == wire::InstrKind::Collective) collectives.push_back(&i);
+    }
+    REQUIRE(collectives.size() == 1);
+    CHECK(collectives[0]->inputs == std::vector<wire::TensorId>{4, 6, 7});
+    CHECK(collectives[0]->ints == std::vector<int64_t>{2, 0, 1, 0, 0, 6, 6, 1});
+    size_t scales = 0;
+    for (const auto& i : instrs) scales += i.op == OpCode::MulScalarInplace;
+    CHECK(scales == 1);  // the mean's, once for 7 and its view 8
+    CHECK(instrs.back().op == OpCode::Reshape);
+  }
+  CHECK(rig.session.deferred_sums() == 0);
+
+  // Without that reshape, a use of the scaled copy completes it alone: its
+  // consumed source stays deferred until it is freed.
+  const Outputs second = rig.run({op(OpCode::Matmul, {10}, {3, 2}),
+                                  op(OpCode::Transpose, {11}, {10}, {0, 1}),
+                                  scaled(12, 11, 2.0), op(OpCode::Exp, {13}, {12})});
+  for (int w : {0, 1}) {
+    const auto& instrs = second.at(w).instrs;
+    REQUIRE(count_kind(second.at(w), wire::InstrKind::Collective) == 1);
+    const auto& reduce = instrs.at(instrs.size() - 2);
+    CHECK(reduce.inputs == std::vector<wire::TensorId>{12});
+    CHECK(reduce.ints == std::vector<int64_t>{2, 0, 1, 0, 0, 2, 3});  // the plain form
+  }
+  CHECK(rig.session.deferred_sums() == 1);  // 10 and its view 11
+  wire::Instr free;
+  free.kind = wire::InstrKind::Free;
+  free.inputs = {10, 11};
+  rig.run({free});
+  CHECK(rig.session.deferred_sums() == 0);
 }
 
 TEST_CASE("mismatched layouts are resharded with collectives and temporaries freed",

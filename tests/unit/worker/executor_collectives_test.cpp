@@ -265,6 +265,67 @@ TEST_CASE("a rank with a bad input takes part with zeros and poisons its own out
   check_same(c[0].get(1), healthy0 + healthy1);  // the live output untouched, then reduced
 }
 
+TEST_CASE("a bucketed all_reduce reduces several tensors in one collective",
+          "[collectives][worker][unit]") {
+  Cluster c({0, 2});
+  const std::vector<int> g{0, 2};
+  // Per rank: a matrix, a scalar, an empty tensor and a transposed
+  // (non-contiguous) view's copy; the bucket names their element counts.
+  std::vector<std::vector<at::Tensor>> in(2);
+  for (size_t r = 0; r < 2; ++r) {
+    in[r] = {at::randn({3, 4}), at::randn({}), at::randn({0, 2}), at::randn({5, 2})};
+    for (size_t i = 0; i < in[r].size(); ++i) c[r].put(1 + i, in[r][i]);
+    c[r].run({op(OpCode::Transpose, {10}, {4}, {0, 1})});  // a strided target
+  }
+  c.run_all([&](size_t) {
+    return std::vector<Instr>{
+        collective(Collective::AllReduce, g, 0, 0, {12, 1, 0, 10}, {1, 2, 3, 10}, {}),
+        collective(Collective::AllReduce, g, 2, 0, {1, 12}, {2, 1}, {})};  // max, reordered
+  });
+  for (size_t r = 0; r < 2; ++r) {
+    INFO("rank " << r);
+    CHECK(c[r].sync().empty());
+    CHECK(c[r].communicators_made == 1);
+    const at::Tensor sum1 = in[0][0] + in[1][0], sum2 = in[0][1] + in[1][1];
+    check_same(c[r].get(1), sum1);  // max of equal values: unchanged
+    check_same(c[r].get(2), sum2);
+    check_same(c[r].get(3), at::zeros({0, 2}));
+    check_same(c[r].get(10), (in[0][3] + in[1][3]).t());
+  }
+
+  // A bad input on one rank: it takes part with zeros there, its peer's
+  // healthy parts are still right, and its whole bucket is poisoned.
+  const at::Tensor a0 = at::randn({2});
+  c[0].put(20, a0), c[1].put(20, at::ones({2}));
+  c[0].put(21, at::randn({3})), c[1].put(21, at::ones({3}));
+  c.run_all([&](size_t r) {
+    return std::vector<Instr>{collective(Collective::AllReduce, g, 0, 0, {2, 3},
+                                         {20, r == 0 ? 88u : 21u}, {})};
+  });
+  CHECK(c[1].sync().empty());
+  check_same(c[1].get(20), a0 + 1);
+  check_same(c[1].get(21), at::ones({3}));  // rank 0 gave zeros
+  const auto failures = c[0].sync();
+  REQUIRE(failures.size() == 1);
+  CHECK(failures[0].code == Status::UnknownTensor);
+  CHECK_THAT(failures[0].message,
+             Catch::Contains("tensor 88 (input 1) is not live in this session; this worker took "
+                             "part with zeros in its place"));
+  CHECK(c[0].ex.poison(c[0].session, 20) != nullptr);
+
+  // Malformed buckets are refused before anything communicates.
+  c[0].run({collective(Collective::AllReduce, g, 0, 0, {2}, {20, 21}, {}),
+            collective(Collective::AllReduce, g, 0, 0, {2, -1}, {20, 21}, {}),
+            collective(Collective::AllReduce, g, 9, 0, {2, 3}, {20, 21}, {})});
+  const auto refused = c[0].sync();
+  REQUIRE(refused.size() == 3);
+  CHECK_THAT(refused[0].message,
+             Catch::Contains("an all_reduce of 2 inputs with 1 element counts: expected one count "
+                             "per input"));
+  CHECK_THAT(refused[1].message, Catch::Contains("element count -1 in the bucket: expected >= 0"));
+  CHECK_THAT(refused[2].message, Catch::Contains("reduce op 9 (a): expected 0 sum"));
+}
+
 TEST_CASE("collective instructions are validated before anything communicates",
           "[collectives][worker][unit]") {
   auto store = std::make_shared<collectives::InMemoryStore>();
