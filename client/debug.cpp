@@ -47,6 +47,8 @@ Stats stats() {
     s.session_tensors = w.session_tensors;
     s.tensors = w.tensors;
     s.instructions = w.instructions;
+    s.session_bytes = w.session_bytes;
+    s.tensor_bytes = w.tensor_bytes;
     s.jit =
         JitStats{w.jit_enabled,    w.jit_detected, w.jit_compiled, w.jit_cache_hits, w.jit_failures,
                  w.jit_duplicates, w.jit_runs,     w.jit_dropped,  w.jit_fallbacks,  w.jit_limited,

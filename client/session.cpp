@@ -681,6 +681,13 @@ void Session::handle(std::vector<zmq::message_t>& frames) {
       it->second->done = true;
       break;
     }
+    case wire::Body::Bye:
+      // The dispatcher is shutting down (SIGTERM): every wait fails now, as
+      // does every later call, instead of timing out.
+      fail_all(std::make_exception_ptr(TransportError(detail::cat(
+          "[client] the dispatcher at ", endpoint_, " shut down and closed session ",
+          msg->session(), "; reconnect when it is back"))));
+      return;
     default:
       log_->debug("[client] ignored an unexpected {} from the dispatcher",
                   wire::body_name(msg->body_type()));

@@ -46,6 +46,7 @@ Env read_env() {
   e.auto_shard = env_flag("GT_AUTO_SHARD");
   e.auto_shard_min_bytes = env_int("GT_AUTO_SHARD_MIN_BYTES", 1 << 20, 0, int64_t{1} << 50);
   e.collective_timeout_ms = env_int("GT_COLLECTIVE_TIMEOUT_MS", 60000, 100, 86400000);
+  e.session_memory_limit = env_int("GT_SESSION_MEMORY_LIMIT", 0, 0, INT64_MAX);
   e.collective_host = env_string("GT_COLLECTIVE_HOST");
   return e;
 }

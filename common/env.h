@@ -26,6 +26,9 @@ struct Env {
   bool auto_shard = false;                 // GT_AUTO_SHARD
   int64_t auto_shard_min_bytes = 1 << 20;  // GT_AUTO_SHARD_MIN_BYTES
   int64_t collective_timeout_ms = 60000;   // GT_COLLECTIVE_TIMEOUT_MS
+  /// GT_SESSION_MEMORY_LIMIT: bytes one client session's tensors may hold on
+  /// a worker (0 = no limit); Note [session memory] in worker/executor.cpp.
+  int64_t session_memory_limit = 0;
   /// GT_COLLECTIVE_HOST: the address a worker's collectives listen on and
   /// give their peers; unset: 127.0.0.1 when the dispatcher is on this
   /// machine (loopback or ipc), else this machine's host name.

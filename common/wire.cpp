@@ -248,7 +248,7 @@ zmq::message_t encode_stats_reply(uint64_t session, uint64_t request,
         fbb, w.worker, fbb.CreateString(w.device), w.sessions, w.session_tensors, w.tensors,
         w.instructions, w.jit_enabled, w.jit_detected, w.jit_compiled, w.jit_cache_hits,
         w.jit_failures, w.jit_duplicates, w.jit_runs, w.jit_dropped, w.jit_fallbacks,
-        w.jit_limited, w.jit_elided_runs));
+        w.jit_limited, w.jit_elided_runs, w.session_bytes, w.tensor_bytes));
   }
   auto v = fbb.CreateVector(entries);
   return wrap(fbb, session, CreateStatsReply(fbb, request, v));
@@ -274,6 +274,8 @@ WorkerStatsInfo to_worker_stats(const WorkerStats* w) {
   out.jit_fallbacks = w->jit_fallbacks();
   out.jit_limited = w->jit_limited();
   out.jit_elided_runs = w->jit_elided_runs();
+  out.session_bytes = w->session_bytes();
+  out.tensor_bytes = w->tensor_bytes();
   return out;
 }
 

@@ -20,7 +20,7 @@
 namespace gt::wire {
 
 /// Bumped whenever a message, field, op code or status changes meaning.
-inline constexpr uint32_t kProtocolVersion = 6;
+inline constexpr uint32_t kProtocolVersion = 7;
 static_assert(kNumOps == 81, "op table changed: bump kProtocolVersion, update docs/protocol.md");
 static_assert(kNumStatus == 14, "status codes changed: bump kProtocolVersion, update docs/errors.md");
 
@@ -94,6 +94,8 @@ struct WorkerStatsInfo {
   uint64_t jit_fallbacks = 0;
   uint64_t jit_limited = 0;
   uint64_t jit_elided_runs = 0;
+  uint64_t session_bytes = 0;
+  uint64_t tensor_bytes = 0;
 
   bool operator==(const WorkerStatsInfo&) const = default;
 };

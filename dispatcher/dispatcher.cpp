@@ -108,6 +108,8 @@ enum class PeerRole { Client, Worker };
 
 // STATS events while a monitor subscribes (Note [event stream]).
 constexpr int64_t kStatsPeriodMs = 250;
+// How long the last messages (Note [dispatcher shutdown]) may wait to be delivered.
+constexpr int kShutdownLingerMs = 500;
 struct Peer {
   PeerRole role;
   uint64_t id;  // session id or worker index
@@ -292,12 +294,20 @@ void Dispatcher::run() {
     s.check_timers();
     s.publish_tap_chunks();
   }
-  // Tell workers that every session is over so they free memory.
+  // Note [dispatcher shutdown]: clients hear Bye with their session (their
+  // waits fail at once instead of timing out); workers hear one Bye per
+  // session they hold, so they free its memory, then Bye with session 0:
+  // drop everything and register again when a dispatcher answers. Sockets
+  // close with a linger long enough to deliver these.
+  for (const auto& [id, session] : s.sessions) s.send(session.identity, wire::encode_bye(id));
   for (auto& w : s.workers) {
     if (!w.alive) continue;
     for (uint64_t id : w.sessions) s.send(w.identity, wire::encode_bye(id));
+    s.send(w.identity, wire::encode_bye(0));
   }
-  s.log->info("stopped endpoint={}", s.endpoint);
+  s.router.set(zmq::sockopt::linger, kShutdownLingerMs);
+  s.log->info("stopped endpoint={} sessions={} workers={}", s.endpoint, s.sessions.size(),
+              s.alive_workers());
 }
 
 // Note [event stream]

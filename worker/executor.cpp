@@ -135,6 +135,15 @@ constexpr int kFreeCategory = 11;
 constexpr int kSyncCategory = 12;
 constexpr int kCollectiveCategory = 13;
 
+// Whether an op's result takes new memory (Note [session memory]): views and
+// in-place ops take none. A reshape that has to copy is counted at the next
+// recount.
+bool allocates(const OpInfo& op) {
+  if (op.kind == OpKind::Inplace || op.kind == OpKind::Control) return false;
+  if (op.kind != OpKind::Shape) return true;
+  return op.code == OpCode::Cat || op.code == OpCode::Stack;
+}
+
 }  // namespace
 
 struct Executor::Context {
@@ -648,17 +657,65 @@ void Executor::set_instruction_log(std::shared_ptr<InstructionLog> log, bool eve
   timing_ = ilog_ && (events || timing);
 }
 
+namespace {
+
+// Adds the bytes of the storages behind `tensors` not in `seen` yet: views
+// share their base's storage, which counts once.
+template <class Tensors>
+uint64_t storage_bytes(const Tensors& tensors, std::unordered_set<const c10::StorageImpl*>& seen) {
+  uint64_t bytes = 0;
+  for (const auto& [tid, slot] : tensors) {
+    if (!slot.tensor.defined() || !slot.tensor.has_storage()) continue;
+    const c10::StorageImpl* storage = slot.tensor.storage().unsafeGetStorageImpl();
+    if (seen.insert(storage).second) bytes += storage->nbytes();
+  }
+  return bytes;
+}
+
+}  // namespace
+
 uint64_t Executor::tensor_bytes() const {
   std::unordered_set<const c10::StorageImpl*> seen;
   uint64_t bytes = 0;
-  for (const auto& [id, session] : sessions_) {
-    for (const auto& [tid, slot] : session.tensors) {
-      if (!slot.tensor.defined() || !slot.tensor.has_storage()) continue;
-      const c10::StorageImpl* storage = slot.tensor.storage().unsafeGetStorageImpl();
-      if (seen.insert(storage).second) bytes += storage->nbytes();
+  for (const auto& [id, session] : sessions_) bytes += storage_bytes(session.tensors, seen);
+  return bytes;
+}
+
+uint64_t Executor::session_bytes(uint64_t session) const {
+  auto it = sessions_.find(session);
+  if (it == sessions_.end()) return 0;
+  std::unordered_set<const c10::StorageImpl*> seen;
+  return storage_bytes(it->second.tensors, seen);
+}
+
+// Note [session memory]
+// Many clients share a worker, so one client's tensors must not take the
+// memory the others need: with GT_SESSION_MEMORY_LIMIT set, an op whose
+// results would take a session past the limit fails (execution_failed,
+// reported at the client's next sync like any failure) before it
+// allocates, and other sessions go on. Counting each storage exactly at
+// every op would cost a pass over the session's tensors, so the executor
+// keeps a bound that only grows (each result's bytes are added; frees are
+// not subtracted, since a freed id's storage may live on in a view) and
+// recounts exactly when the bound would cross the limit. Ops that make
+// views (view, reshape, transpose, slice...) and in-place ops allocate
+// nothing and are not checked; collectives and compiled units are counted
+// at the next recount.
+std::optional<std::string> Executor::over_session_limit(Session& s, uint64_t bytes) {
+  const uint64_t limit = options_.session_memory_limit;
+  const auto fits = [&] { return bytes <= limit && s.bytes_bound <= limit - bytes; };
+  if (!fits()) {
+    std::unordered_set<const c10::StorageImpl*> seen;
+    s.bytes_bound = storage_bytes(s.tensors, seen);
+    if (!fits()) {
+      return gt::detail::cat("out of memory for this session: its tensors hold ", s.bytes_bound,
+                             " bytes on this worker and the result needs ", bytes,
+                             " more, over the limit of ", limit,
+                             " bytes per session (GT_SESSION_MEMORY_LIMIT)");
     }
   }
-  return bytes;
+  s.bytes_bound += bytes;
+  return std::nullopt;
 }
 
 // Note [worker events] is in worker/worker.cpp; this is the per-instruction
@@ -996,6 +1053,15 @@ void Executor::run_op(uint64_t session_id, Session& s, const wire::Instruction& 
                              " bytes"));
         return;
       }
+    }
+  }
+
+  if (options_.session_memory_limit > 0 && allocates(*op)) {
+    uint64_t bytes = 0;
+    for (const TensorMeta& m : out) bytes = std::max(bytes, bytes + saturating_bytes(m));
+    if (auto why = over_session_limit(s, bytes)) {
+      fail(s, in, op, Status::ExecutionFailed, *why);
+      return;
     }
   }
 

@@ -54,6 +54,9 @@ struct ExecutorOptions {
   /// instructions] in worker/executor_collectives.cpp). Null: every
   /// Collective fails with execution_failed ("no collectives backend").
   std::shared_ptr<collectives::CommunicatorProvider> collectives;
+  /// Note [session memory]: the most bytes one session's tensors may hold on
+  /// this worker (GT_SESSION_MEMORY_LIMIT); 0 = no limit.
+  uint64_t session_memory_limit = 0;
 };
 
 /// Executes gt instruction batches with LibTorch.
@@ -128,6 +131,9 @@ class Executor {
   const std::array<int64_t, kUtilCategories>& busy_ns() const { return busy_ns_; }
   /// Bytes of memory held by live tensors of every session (each storage once).
   uint64_t tensor_bytes() const;
+  /// Bytes held by one session's live tensors (each storage once); 0 for an
+  /// unknown session.
+  uint64_t session_bytes(uint64_t session) const;
 
   // ---- introspection, for tests and stats --------------------------------
   size_t session_count() const { return sessions_.size(); }
@@ -153,6 +159,9 @@ class Executor {
     std::vector<wire::FailureInfo> pending;  // for the next Sync, oldest first
     uint64_t dropped_failures = 0;           // past the pending cap
     std::optional<at::Generator> generator;  // created on first random op
+    // Note [session memory]: at least the bytes its tensors hold; exact after
+    // each recount, then grown by every allocation (frees are not subtracted).
+    uint64_t bytes_bound = 0;
     std::unique_ptr<jit::SequenceRecorder> recorder;  // with options_.jit only
     // Note [compiled execution]: the units this session promoted, the one a
     // partly matched unit belongs to, and that unit's instructions (ops and
@@ -198,6 +207,9 @@ class Executor {
                        std::chrono::steady_clock::time_point end, int64_t ns,
                        size_t pending_before);
   void run_op(uint64_t session_id, Session& s, const wire::Instruction& in, Context& ctx);
+  /// Note [session memory]: whether `s` may allocate `bytes` more; when not,
+  /// the reason for the failure message.
+  std::optional<std::string> over_session_limit(Session& s, uint64_t bytes);
   /// Note [compiled execution]: offers an instruction to the session's ready
   /// compiled units; true when it was consumed (buffered, or run as part of a
   /// compiled unit), false when the caller runs it eagerly.

@@ -28,6 +28,7 @@
 #include "common/wire.h"
 #include "worker/collectives/communicators.h"
 #include "worker/collectives/dispatcher_store.h"
+#include "worker/fair_queue.h"
 #include "worker/executor.h"
 
 namespace gt::worker {
@@ -178,6 +179,16 @@ class WorkerStoreTransport final : public collectives::StoreTransport {
   StoreMailbox& mailbox_;
 };
 
+// Whether a message holds a collective (Note [fair scheduling]).
+bool holds_collective(const wire::Message& msg) {
+  const wire::Batch* batch = msg.body_as_Batch();
+  if (!batch || !batch->instructions()) return false;
+  for (const auto* in : *batch->instructions()) {
+    if (in->kind() == wire::InstrKind::Collective) return true;
+  }
+  return false;
+}
+
 // What the IO thread hands the executor thread, in stream order.
 struct Item {
   Frames frames;       // a verified Batch, Bye or StatsRequest (header + data frames)
@@ -269,6 +280,8 @@ zmq::message_t stats_reply(const Executor& executor, const jit::CompileService* 
   w.session_tensors = executor.tensor_count(session);
   w.tensors = executor.tensor_count();
   w.instructions = executor.instructions_executed();
+  w.session_bytes = executor.session_bytes(session);
+  w.tensor_bytes = executor.tensor_bytes();
   if (jit) {
     const jit::JitStats j = jit->stats();
     w.jit_enabled = true;
@@ -442,8 +455,9 @@ void Worker::Impl::executor_main() {
             std::move(store), collective_host,
             std::chrono::milliseconds(settings.collective_timeout_ms)),
         [this] { return executor_stopping.load(std::memory_order_relaxed); });
-    Executor executor(
-        ExecutorOptions{index.load(), device, capacity_bytes, log, jit, std::move(communicators)});
+    Executor executor(ExecutorOptions{index.load(), device, capacity_bytes, log, jit,
+                                      std::move(communicators),
+                                      static_cast<uint64_t>(settings.session_memory_limit)});
     std::deque<Item> work;
     // Note [worker events]: STATS while the dispatcher asks for them.
     std::shared_ptr<InstructionLog> ilog;
@@ -497,11 +511,17 @@ void Worker::Impl::executor_main() {
       last_instructions = executor.instructions_executed();
       last_busy = executor.busy_ns();
     };
+    // Note [fair scheduling] (worker/fair_queue.h): messages wait here by
+    // session; one runs per turn, and new arrivals are taken in between so a
+    // client's step does not wait behind another client's backlog.
+    FairQueue<Item> pending;
     for (;;) {
       {
         std::unique_lock lock(queue_mutex);
         const auto ready = [&] { return executor_stop || !queue.empty() || trace_changed; };
-        if (want_stats) {
+        if (!pending.empty()) {
+          // Work is waiting: take what arrived, without sleeping.
+        } else if (want_stats) {
           queue_cv.wait_until(lock, next_stats, ready);
         } else {
           queue_cv.wait(lock, ready);
@@ -510,19 +530,28 @@ void Worker::Impl::executor_main() {
         work.swap(queue);
       }
       apply_trace();
-      for (size_t position = 0; position < work.size(); ++position) {
-        Item& item = work[position];
-        if (executor_stopping.load(std::memory_order_relaxed)) break;
+      for (Item& item : work) {
         if (item.reset) {
-          if (executor.session_count() > 0) {
-            log->warn("[worker] dropping {} sessions: registered again as worker={}",
-                      executor.session_count(), item.index);
+          if (executor.session_count() > 0 || !pending.empty()) {
+            log->warn("[worker] dropping {} sessions and {} queued messages: registered again as "
+                      "worker={}",
+                      executor.session_count(), pending.size(), item.index);
           }
+          pending.clear();
           executor.drop_all_sessions();
           executor.set_worker_index(item.index);
           continue;
         }
-        // The IO thread verified the header; the frames moved here intact.
+        // The IO thread verified the header.
+        const wire::Message* msg = wire::GetMessage(item.frames[0].data());
+        const uint64_t session = msg->session();
+        const bool collective = holds_collective(*msg);
+        pending.push(session, std::move(item), collective);
+      }
+      work.clear();
+      if (executor_stopping.load(std::memory_order_relaxed)) continue;
+      if (auto next = pending.pop()) {
+        Item& item = next->second;
         const wire::Message* msg = wire::GetMessage(item.frames[0].data());
         if (msg->body_type() == wire::Body::StatsRequest) {
           executor.flush_held(msg->session(), sink);
@@ -530,13 +559,11 @@ void Worker::Impl::executor_main() {
           reply.push_back(stats_reply(executor, jit.get(), options.device, msg->session(),
                                       msg->body_as_StatsRequest()->request()));
           sink(std::move(reply));
-          continue;
+        } else {
+          executor.handle_verified(*msg, std::span(item.frames).subspan(1), sink, &item.frames[0]);
         }
-        executor.handle_verified(*msg, std::span(item.frames).subspan(1), sink, &item.frames[0]);
-        maybe_record_stats(work.size() - position - 1);
       }
-      work.clear();
-      maybe_record_stats(0);
+      maybe_record_stats(pending.size());
     }
   } catch (...) {
     std::lock_guard lock(queue_mutex);
@@ -661,6 +688,23 @@ void Worker::Impl::io_loop(zmq::socket_t& pull) {
           send_one(wire::encode_error_reply(
                        0, 0, wire::failure(Status::Malformed, ex.what(), index.load())),
                    "ErrorReply");
+          continue;
+        }
+        if (msg->body_type() == wire::Body::Bye && msg->session() == 0) {
+          // Note [dispatcher shutdown] in dispatcher/dispatcher.cpp: the
+          // sessions are over; look for a dispatcher again right away.
+          if (registered) {
+            log->info("[worker] the dispatcher shut down: dropping worker={}'s sessions, "
+                      "registering again when it is back",
+                      index.load());
+            registered = false;
+            is_registered.store(false);
+            Item reset;
+            reset.reset = true;
+            reset.index = -1;
+            push_item(std::move(reset));
+            hello();
+          }
           continue;
         }
         switch (msg->body_type()) {

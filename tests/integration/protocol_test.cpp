@@ -12,75 +12,12 @@
 #include "common/transport.h"
 #include "common/wire.h"
 #include "tests/support/cluster.h"
+#include "tests/support/raw_peer.h"
 
 using namespace gt;
-
-namespace {
-
-struct RawPeer {
-  zmq::context_t ctx{1};
-  zmq::socket_t s{ctx, zmq::socket_type::dealer};
-  explicit RawPeer(const std::string& endpoint) {
-    s.set(zmq::sockopt::linger, 0);
-    s.set(zmq::sockopt::rcvtimeo, 10000);
-    s.connect(endpoint);
-  }
-  void send(zmq::message_t header, std::vector<std::string> data = {}) {
-    Frames f;
-    f.push_back(std::move(header));
-    for (auto& d : data) f.emplace_back(d.data(), d.size());
-    send_frames(s, f);
-  }
-  void send_raw(const std::string& bytes) { s.send(zmq::buffer(bytes), zmq::send_flags::none); }
-  // Next message, skipping heartbeats.
-  Frames recv() {
-    for (;;) {
-      auto f = recv_frames(s, /*dont_wait=*/false);
-      REQUIRE(f.has_value());
-      if (wire::decode((*f)[0])->body_type() != wire::Body::Heartbeat) return std::move(*f);
-    }
-  }
-  uint64_t hello_client() {
-    send(wire::encode_hello(wire::Role::Client, "", 0, getpid(), "raw", 1));
-    auto f = recv();
-    const auto* w = wire::decode(f[0])->body_as_Welcome();
-    REQUIRE(w != nullptr);
-    return w->session();
-  }
-  std::vector<wire::FailureInfo> sync(uint64_t session, uint64_t request) {
-    wire::Instr s;
-    s.kind = wire::InstrKind::Sync;
-    s.request = request;
-    send(wire::encode_batch(session, 1, std::span(&s, 1)));
-    auto f = recv();
-    const auto* r = wire::decode(f[0])->body_as_SyncReply();
-    REQUIRE(r != nullptr);
-    REQUIRE(r->request() == request);
-    std::vector<wire::FailureInfo> out;
-    if (r->errors()) {
-      for (const auto* e : *r->errors()) out.push_back(wire::to_failure_info(e));
-    }
-    return out;
-  }
-};
-
-wire::FailureInfo expect_error(Frames& f) {
-  const auto* e = wire::decode(f[0])->body_as_ErrorReply();
-  REQUIRE(e != nullptr);
-  return wire::to_failure_info(e->error());
-}
-
-wire::Instr op(OpCode code, std::vector<uint64_t> outs, std::vector<uint64_t> ins,
-               std::vector<int64_t> ints = {}) {
-  wire::Instr i;
-  i.op = code;
-  i.outputs = std::move(outs);
-  i.inputs = std::move(ins);
-  i.ints = std::move(ints);
-  return i;
-}
-
-}  // namespace
+using gt::test::RawPeer;
+using gt::test::expect_error;
+using gt::test::op;
 
 TEST_CASE("garbage, truncated and out-of-order messages get error replies",
           "[protocol][integration]") {

@@ -40,6 +40,8 @@ struct WorkerStats {
   uint64_t session_tensors = 0;  // live tensors of this program's session there
   uint64_t tensors = 0;          // live tensors of all sessions there
   uint64_t instructions = 0;     // instructions executed, all sessions
+  uint64_t session_bytes = 0;    // memory held by this program's tensors there
+  uint64_t tensor_bytes = 0;     // memory held by all sessions' tensors there
   JitStats jit;
 };
 
