@@ -195,9 +195,12 @@ std::vector<double> gt_sync_us(int iters) {
 }  // namespace
 
 void add_bench_options(CLI::App& app, BenchOptions& o) {
-  app.add_option("which", o.which, "throughput, latency, train, jit, log, dp, allreduce or all")
+  app.add_option("which", o.which,
+                 "throughput, latency, train, jit, log, dp, allreduce, clients, or all (all but "
+                 "clients)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"throughput", "latency", "train", "jit", "log", "dp", "allreduce", "all"}));
+      ->check(CLI::IsMember(
+          {"throughput", "latency", "train", "jit", "log", "dp", "allreduce", "clients", "all"}));
   app.add_option("--ops", o.ops, "Ops issued before the fetch (throughput)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000000));
@@ -219,9 +222,26 @@ void add_bench_options(CLI::App& app, BenchOptions& o) {
   app.add_option("--bytes", o.bytes, "Bytes per all-reduce (allreduce)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{8}, int64_t{1} << 32));
+  app.add_option("--clients", o.clients, "Concurrent client processes (clients)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  app.add_option("--seconds", o.seconds, "Measured seconds per phase (clients)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.5, 600.0));
+  app.add_option("--period-ms", o.period_ms,
+                 "Each client's step period in the latency phases (clients)")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 10000.0));
+  // The client processes of `gt bench clients` (not for people: no group).
+  app.add_option("--client-kind", o.client_kind)->group("")->check(CLI::Range(0, 2));
+  app.add_option("--client-start-ms", o.client_start_ms)->group("");
+  app.add_option("--client-seconds", o.client_seconds)->group("");
+  app.add_option("--client-period-ms", o.client_period_ms)->group("");
+  app.add_option("--client-out", o.client_out)->group("");
 }
 
 int run_bench(const BenchOptions& o) {
+  if (!o.client_out.empty()) return run_bench_client(o);
   try {
     const bool thr = o.which == "all" || o.which == "throughput";
     const bool lat = o.which == "all" || o.which == "latency";
@@ -231,6 +251,7 @@ int run_bench(const BenchOptions& o) {
     const bool log = o.which == "all" || o.which == "log";
     const bool dp = o.which == "all" || o.which == "dp";
     const bool allreduce = o.which == "all" || o.which == "allreduce";
+    const bool clients = o.which == "clients";  // minutes of many processes: on request only
     std::vector<double> raw;
     if (lat) raw = raw_pingpong_us(o.iters);  // forks: before any gt thread
 
@@ -326,6 +347,27 @@ int run_bench(const BenchOptions& o) {
               ",\"allreduce_op_gbs\":" + std::to_string(gt_gbs) +
               ",\"allreduce_gloo_gbs\":" + std::to_string(gloo_gbs) +
               ",\"allreduce_ratio\":" + std::to_string(worker_gbs / gloo_gbs);
+    }
+    if (clients) {
+      const ClientsBenchResult c = bench_clients(o.clients, o.period_ms, o.seconds);
+      for (int k = 0; k < 3; ++k) {
+        std::printf("clients: %s alone, a step every %.0f ms: p50 %.0f us, p99 %.0f us\n",
+                    clients_kind_name(k).c_str(), c.period_ms, c.solo_p50_us[k], c.solo_p99_us[k]);
+      }
+      std::printf(
+          "clients: %d clients (step/stream/upload mixed) on 1 worker, a step every %.0f ms "
+          "each: p99 step latency vs alone: worst %.2fx, median %.2fx (target <= 3); %zu steps. "
+          "Flat out: %.0f instructions/s vs %.0f for the busiest client alone (%.2f, target >= "
+          "0.8)\n",
+          c.clients, c.period_ms, c.worst_p99_ratio, c.median_p99_ratio, c.steps, c.total_ips,
+          c.solo_peak_ips, c.total_ips / c.solo_peak_ips);
+      if (json.size() > 1) json += ",";
+      json += "\"clients\":" + std::to_string(c.clients) +
+              ",\"clients_total_ips\":" + std::to_string(c.total_ips) +
+              ",\"clients_solo_peak_ips\":" + std::to_string(c.solo_peak_ips) +
+              ",\"clients_throughput_ratio\":" + std::to_string(c.total_ips / c.solo_peak_ips) +
+              ",\"clients_worst_p99_ratio\":" + std::to_string(c.worst_p99_ratio) +
+              ",\"clients_median_p99_ratio\":" + std::to_string(c.median_p99_ratio);
     }
     if (log) {
       const LogBenchResult l = bench_instruction_log(o.ops, o.elems, o.repeats);

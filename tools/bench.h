@@ -11,7 +11,7 @@ class App;
 namespace gt::tools {
 
 struct BenchOptions {
-  std::string which = "all";  // throughput | latency | train | jit | log | dp | allreduce | all
+  std::string which = "all";  // throughput | latency | train | jit | log | dp | allreduce | clients | all
   int ops = 100000;           // throughput: ops issued before the one fetch
   int elems = 64;             // throughput: elements per tensor
   int iters = 2000;           // latency: round trips measured
@@ -19,7 +19,35 @@ struct BenchOptions {
   int steps = 200;            // train: steps measured per repeat
   int batch = 128;            // train: samples per step (dp: 1024 unless given)
   int64_t bytes = 16 << 20;   // allreduce: bytes per all-reduce
+  int clients = 16;           // clients: concurrent client processes
+  double seconds = 3;         // clients: measured seconds per phase
+  double period_ms = 20;      // clients: one step per period in the latency phases
+  // Set when `gt bench clients` starts this process as one of its clients.
+  int client_kind = 0;
+  int64_t client_start_ms = 0;
+  double client_seconds = 0;
+  double client_period_ms = 0;  // 0: flat out
+  std::string client_out;
 };
+
+/// `gt bench clients` (tools/bench_clients.cpp): each workload alone, then
+/// `clients` processes with the workloads mixed, on one local worker; paced
+/// (one step per `period_ms`) for latency, flat out for throughput.
+struct ClientsBenchResult {
+  int clients = 0;
+  double period_ms = 0;  // pacing of the latency phases
+  double solo_p50_us[3] = {}, solo_p99_us[3] = {};  // per workload, alone
+  double solo_peak_ips = 0;     // instructions/s of the busiest workload alone
+  double total_ips = 0;         // instructions/s with every client at once
+  double worst_p99_ratio = 0;   // max over clients of p99 together / p99 alone (paced)
+  double median_p99_ratio = 0;  // the median of the same
+  size_t steps = 0;             // steps all clients completed together (paced)
+};
+ClientsBenchResult bench_clients(int clients, double period_ms, double seconds);
+/// "step", "stream", "upload".
+std::string clients_kind_name(int kind);
+/// The client side of `gt bench clients`.
+int run_bench_client(const BenchOptions& options);
 
 /// Per-step milliseconds of the MLP training step on 1 worker and,
 /// data-parallel, on 2 (`gt bench dp`, tools/bench_dp.cpp).
