@@ -141,7 +141,11 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
   // private 0700 directory, removed when the cluster stops). Tools find the
   // cluster a user means without being told: gt trace and gt top look for the
   // newest such socket (tools/monitor.cpp). Its event stream is the same path
-  // plus ".events" (Note [event stream] in dispatcher/dispatcher.cpp).
+  // plus ".events" (Note [event stream] in dispatcher/dispatcher.cpp). Only
+  // this user can reach that directory, so a private cluster runs without
+  // CURVE: its processes do not get the program's GT_CURVE_* variables
+  // (which name the keys of a remote cluster, if any). A cluster on an
+  // endpoint the caller chose (gt launch) gets them all (docs/security.md).
   endpoint_ = options_.listen.empty() ? "ipc://" + directory_ + "/dispatcher" : options_.listen;
 
   // The environment of the children: the program's, with quiet logs by default.
@@ -152,6 +156,9 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
     if (std::strncmp(*e, "GT_LOG_LEVEL=", 13) == 0) has_level = true;
   }
   if (!has_level) envp.emplace_back("GT_LOG_LEVEL=warn");
+  if (options_.listen.empty()) {
+    std::erase_if(envp, [](const std::string& x) { return x.rfind("GT_CURVE_", 0) == 0; });
+  }
   for (const auto& e : options_.env) {
     // Replaces the program's value: getenv returns the first match.
     const std::string name = e.substr(0, e.find('=') + 1);

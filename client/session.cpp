@@ -59,6 +59,7 @@ SessionOptions SessionOptions::from_env() {
   o.connect_timeout = milliseconds(e.connect_timeout_ms);
   o.batch_max_instructions = static_cast<size_t>(e.batch_max_instructions);
   o.batch_max_delay = std::chrono::microseconds(e.batch_max_delay_us);
+  o.curve = curve_client_keys(e);
   return o;
 }
 
@@ -372,6 +373,10 @@ void Session::handshake() {
   socket_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
   configure_socket(*socket_);
   socket_->set(zmq::sockopt::reconnect_ivl, 20);  // the local dispatcher binds late
+  // A private cluster listens in a 0700 directory and runs plain.
+  const CurveClientKeys* curve = !cluster_ && options_.curve ? &*options_.curve : nullptr;
+  apply_curve(*socket_, curve);
+  HandshakeMonitor handshake_monitor(context_, *socket_, curve != nullptr);
   socket_->connect(endpoint_);
 
   const uint32_t min_workers = cluster_ ? static_cast<uint32_t>(options_.workers) : 1;
@@ -408,6 +413,10 @@ void Session::handshake() {
       }
       log_->debug("[client] ignored {} before the Welcome", wire::body_name(msg->body_type()));
     }
+    if (auto refused = handshake_monitor.failure()) {
+      throw TransportError(detail::cat("[client] cannot connect to the dispatcher at ", endpoint_,
+                                       ": ", *refused));
+    }
     if (cluster_) {
       if (auto dead = cluster_->dead_child()) {
         throw TransportError(detail::cat(
@@ -421,7 +430,8 @@ void Session::handshake() {
           "[client] no Welcome from the dispatcher at ", endpoint_, " within ",
           to_ms(now - started), " ms (GT_CONNECT_TIMEOUT_MS=", options_.connect_timeout.count(),
           cluster_ ? "); the local cluster's workers did not all register"
-                   : "); is a dispatcher running there? (GT_DISPATCHER)"));
+                   : "); is a dispatcher running there? (GT_DISPATCHER)",
+          curve ? " CURVE is on: is GT_CURVE_SERVER_KEY the dispatcher's public key?" : ""));
     }
     const auto wait = std::min<Clock::duration>(deadline - now, kStartupPoll);
     zmq::poll(items, 2, std::chrono::ceil<milliseconds>(wait));

@@ -48,6 +48,11 @@ Env read_env() {
   e.collective_timeout_ms = env_int("GT_COLLECTIVE_TIMEOUT_MS", 60000, 100, 86400000);
   e.session_memory_limit = env_int("GT_SESSION_MEMORY_LIMIT", 0, 0, INT64_MAX);
   e.collective_host = env_string("GT_COLLECTIVE_HOST");
+  e.curve_secret_key = env_string("GT_CURVE_SECRET_KEY");
+  e.curve_authorized_keys = env_string("GT_CURVE_AUTHORIZED_KEYS");
+  e.curve_server_key = env_string("GT_CURVE_SERVER_KEY");
+  e.curve_client_key = env_string("GT_CURVE_CLIENT_KEY");
+  e.allow_plaintext = env_flag("GT_ALLOW_PLAINTEXT");
   return e;
 }
 

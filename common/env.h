@@ -33,6 +33,14 @@ struct Env {
   /// give their peers; unset: 127.0.0.1 when the dispatcher is on this
   /// machine (loopback or ipc), else this machine's host name.
   std::optional<std::string> collective_host;
+  // CurveZMQ (docs/security.md); the files are read by common/security.h.
+  std::optional<std::string> curve_secret_key;       // GT_CURVE_SECRET_KEY: dispatcher's .key
+  std::optional<std::string> curve_authorized_keys;  // GT_CURVE_AUTHORIZED_KEYS: dispatcher
+  std::optional<std::string> curve_server_key;  // GT_CURVE_SERVER_KEY: .pub path or Z85 key
+  std::optional<std::string> curve_client_key;  // GT_CURVE_CLIENT_KEY: this peer's .key
+  /// GT_ALLOW_PLAINTEXT: the dispatcher may bind a non-loopback tcp endpoint
+  /// without CURVE.
+  bool allow_plaintext = false;
 };
 
 /// Reads the environment now (no caching).

@@ -18,6 +18,7 @@
 #include "common/instruction_log.h"
 #include "common/logging.h"
 #include "common/op_table.h"
+#include "common/security.h"
 #include "common/transport.h"
 #include "common/wire.h"
 #include "dispatcher/sharding.h"
@@ -122,6 +123,11 @@ struct Dispatcher::State {
   Env env = read_env();
   std::shared_ptr<spdlog::logger> log = make_logger("dispatcher");
   zmq::context_t context{1};
+  // Note [zap handler] in common/security.cpp: created before the sockets
+  // bind and destroyed after they close, so no CURVE peer is ever let in
+  // unchecked. Both empty without GT_CURVE_SECRET_KEY.
+  std::optional<CurveServerKeys> curve;
+  std::unique_ptr<ZapHandler> zap;
   zmq::socket_t router{context, zmq::socket_type::router};
   std::string endpoint;
   std::atomic<bool> stopping{false};
@@ -216,8 +222,19 @@ Dispatcher::Dispatcher(DispatcherOptions options) : state_(std::make_unique<Stat
   auto& s = *state_;
   s.options = std::move(options);
   check_endpoint(s.options.listen);
+  s.curve = curve_server_keys(s.env);  // throws ConfigError naming the variable and file
+  if (check_plaintext_bind(s.options.listen, s.curve.has_value(), s.env.allow_plaintext,
+                           "endpoint")) {
+    s.log->warn("listening in plaintext on {}, which is not a loopback address "
+                "(GT_ALLOW_PLAINTEXT=1): anyone who reaches it can use the cluster",
+                s.options.listen);
+  }
   configure_socket(s.router);
   s.router.set(zmq::sockopt::router_mandatory, 1);
+  if (s.curve) {
+    s.zap = std::make_unique<ZapHandler>(s.context, *s.curve, s.log);
+    apply_curve(s.router, *s.curve);
+  }
   // "tcp://host:0" asks for any free port, as "tcp://host:*" does in ZeroMQ.
   std::string bind_to = s.options.listen;
   if (bind_to.rfind("tcp://", 0) == 0 && bind_to.size() > 2 &&
@@ -339,6 +356,9 @@ void Dispatcher::State::bind_events() {
     }
   } else {
     check_endpoint(bind_to);
+    if (check_plaintext_bind(bind_to, curve.has_value(), env.allow_plaintext, "event stream")) {
+      log->warn("event stream in plaintext on {} (GT_ALLOW_PLAINTEXT=1)", bind_to);
+    }
   }
   if (bind_to.rfind("tcp://", 0) == 0 && bind_to.size() > 2 &&
       bind_to.compare(bind_to.size() - 2, 2, ":0") == 0) {
@@ -346,6 +366,7 @@ void Dispatcher::State::bind_events() {
   }
   events_pub.set(zmq::sockopt::linger, 0);
   events_pub.set(zmq::sockopt::sndhwm, 10000);
+  if (curve) apply_curve(events_pub, *curve);  // subscribers authenticate like clients
   try {
     events_pub.bind(bind_to);
   } catch (const zmq::error_t& e) {

@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "common/security.h"
 #include "common/wire.h"
 #include "dispatcher/dispatcher.h"
 #include "tools/bench.h"
@@ -94,7 +95,34 @@ int main(int argc, char** argv) {
                     "$XDG_CACHE_HOME/gt/jit or ~/.cache/gt/jit)");
   }
 
+  std::string keygen_out;
+  bool keygen_force = false;
+  auto* keygen = app.add_subcommand(
+      "keygen", "Make a CURVE key pair for the dispatcher, a worker, a client or a tool "
+                "(docs/security.md)");
+  keygen->add_option("--out,-o", keygen_out,
+                     "Write PREFIX.key (secret, mode 0600) and PREFIX.pub (public); without it "
+                     "the key file's text goes to stdout");
+  keygen->add_flag("--force", keygen_force, "Replace existing PREFIX.key and PREFIX.pub");
+
   CLI11_PARSE(app, argc, argv);
+
+  if (*keygen) {
+    try {
+      const gt::CurveKeyPair keys = gt::generate_curve_key_pair();
+      if (keygen_out.empty()) {
+        std::fputs(gt::format_secret_key_file(keys).c_str(), stdout);
+        return std::fflush(stdout) == 0 ? 0 : 1;
+      }
+      const auto [secret, pub] = gt::write_key_files(keygen_out, keys, keygen_force);
+      std::printf("wrote %s (secret, mode 0600) and %s (public)\npublic key: %s\n", secret.c_str(),
+                  pub.c_str(), keys.public_key.c_str());
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "gt keygen: %s\n", e.what());
+      return 1;
+    }
+  }
 
   if (*cache) {
     try {

@@ -9,6 +9,7 @@
 #include <zmq.hpp>
 
 #include "common/env.h"
+#include "common/security.h"
 #include "common/transport.h"
 #include "common/wire.h"
 
@@ -56,19 +57,34 @@ std::string resolve_dispatcher(const std::string& endpoint) {
 
 DispatcherInfo ask_dispatcher(const std::string& dispatcher, std::chrono::milliseconds timeout) {
   check_endpoint(dispatcher);
+  const auto curve = curve_client_keys(read_env());  // ConfigError for bad key files
   zmq::context_t context(1);
   zmq::socket_t dealer(context, zmq::socket_type::dealer);
   dealer.set(zmq::sockopt::linger, 0);
+  apply_curve(dealer, curve ? &*curve : nullptr);
+  HandshakeMonitor handshake(context, dealer, curve.has_value());
   dealer.connect(dispatcher);
   zmq::message_t hello = wire::encode_hello(wire::Role::Monitor, "", 0, ::getpid(), "gt monitor", 1);
   if (!dealer.send(hello, zmq::send_flags::dontwait)) {
     throw TransportError("[monitor] cannot send a Hello to the dispatcher at " + dispatcher);
   }
+  // Polled in slices, so that a refused handshake ends the wait with its reason.
   zmq::pollitem_t item{dealer.handle(), 0, ZMQ_POLLIN, 0};
-  if (zmq::poll(&item, 1, timeout) == 0) {
-    throw TransportError("[monitor] the dispatcher at " + dispatcher + " did not answer within " +
-                         std::to_string(timeout.count()) +
-                         " ms (is it running? is the endpoint right?)");
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (auto refused = handshake.failure()) {
+      throw TransportError("[monitor] the dispatcher at " + dispatcher + " refused this tool: " +
+                           *refused);
+    }
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      throw TransportError(
+          "[monitor] the dispatcher at " + dispatcher + " did not answer within " +
+          std::to_string(timeout.count()) + " ms (is it running? is the endpoint right?" +
+          (curve ? " CURVE is on: is GT_CURVE_SERVER_KEY the dispatcher's public key?)" : ")"));
+    }
+    if (zmq::poll(&item, 1, std::min(left, std::chrono::milliseconds(50))) > 0) break;
   }
   auto frames = recv_frames(dealer);
   if (!frames || frames->empty()) {
@@ -120,8 +136,10 @@ struct EventSubscriber::Impl {
 EventSubscriber::EventSubscriber(const std::string& events, const std::vector<std::string>& topics)
     : impl_(std::make_unique<Impl>()) {
   check_endpoint(events);
+  const auto curve = curve_client_keys(read_env());
   impl_->sub.set(zmq::sockopt::linger, 0);
   impl_->sub.set(zmq::sockopt::rcvhwm, 100000);
+  apply_curve(impl_->sub, curve ? &*curve : nullptr);  // the stream is a CURVE server too
   if (topics.empty()) {
     impl_->sub.set(zmq::sockopt::subscribe, "events");
     impl_->sub.set(zmq::sockopt::subscribe, "stats");

@@ -27,9 +27,11 @@ struct DispatcherInfo {
   uint32_t workers = 0;  // workers registered now
 };
 
-/// One Hello with role Monitor to the dispatcher at `dispatcher`. Throws
-/// gt::Error naming the endpoint when it does not answer within `timeout` or
-/// answers with an error.
+/// One Hello with role Monitor to the dispatcher at `dispatcher`, with CURVE
+/// when GT_CURVE_SERVER_KEY is set (docs/security.md). Throws gt::Error naming
+/// the endpoint when it does not answer within `timeout`, refuses the
+/// handshake (gt::TransportError with the reason) or answers with an error;
+/// gt::ConfigError for bad key files.
 DispatcherInfo ask_dispatcher(const std::string& dispatcher, std::chrono::milliseconds timeout);
 
 /// The dispatcher's event stream endpoint, reachable from here
@@ -45,8 +47,9 @@ std::string reachable_events_endpoint(const std::string& events, const std::stri
 /// A SUB socket on a dispatcher's event stream.
 class EventSubscriber {
  public:
-  /// Connects to `events` (from events_endpoint) and subscribes to `topics`
-  /// ("events", "stats"; empty: both).
+  /// Connects to `events` (from events_endpoint), with CURVE like
+  /// ask_dispatcher, and subscribes to `topics` ("events", "stats"; empty:
+  /// both).
   EventSubscriber(const std::string& events, const std::vector<std::string>& topics);
   ~EventSubscriber();
   EventSubscriber(const EventSubscriber&) = delete;

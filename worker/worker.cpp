@@ -24,6 +24,7 @@
 #include "common/env.h"
 #include "common/instruction_log.h"
 #include "common/logging.h"
+#include "common/security.h"
 #include "common/transport.h"
 #include "common/wire.h"
 #include "worker/collectives/communicators.h"
@@ -312,6 +313,7 @@ struct Worker::Impl {
              options.threads);
     if (options.name.empty()) options.name = "worker-" + std::to_string(getpid());
     capacity_bytes = device.is_cpu() ? host_memory_bytes() : 0;
+    curve = curve_client_keys(env());  // a bad key file fails here, before any thread
     reply_endpoint =
         "inproc://gt-worker-replies-" + std::to_string(reinterpret_cast<uintptr_t>(this));
   }
@@ -329,6 +331,7 @@ struct Worker::Impl {
   WorkerOptions options;
   at::Device device;
   uint64_t capacity_bytes = 0;
+  std::optional<CurveClientKeys> curve;  // GT_CURVE_SERVER_KEY / GT_CURVE_CLIENT_KEY
   std::shared_ptr<spdlog::logger> log;
   std::string reply_endpoint;
   zmq::context_t context{1};
@@ -450,10 +453,15 @@ void Worker::Impl::executor_main() {
     const std::string collective_host =
         settings.collective_host.value_or(
             collectives::default_collective_host(options.dispatcher));
-    auto communicators =
-        std::make_shared<collectives::CommunicatorProvider>(collectives::gloo_communicator_factory(
-            std::move(store), collective_host,
-            std::chrono::milliseconds(settings.collective_timeout_ms)),
+    // A CUDA worker's collectives move its device's memory with NCCL; a CPU
+    // worker's go over Gloo.
+    const std::chrono::milliseconds collective_timeout(settings.collective_timeout_ms);
+    auto communicators = std::make_shared<collectives::CommunicatorProvider>(
+        device.is_cuda()
+            ? collectives::nccl_communicator_factory(std::move(store), device.index(),
+                                                     collective_timeout)
+            : collectives::gloo_communicator_factory(std::move(store), collective_host,
+                                                     collective_timeout),
         [this] { return executor_stopping.load(std::memory_order_relaxed); });
     Executor executor(ExecutorOptions{index.load(), device, capacity_bytes, log, jit,
                                       std::move(communicators),
@@ -614,6 +622,7 @@ void Worker::Impl::io_loop(zmq::socket_t& pull) {
   const int64_t give_up_after = std::max(e.connect_timeout_ms, heartbeat_timeout);
 
   std::optional<zmq::socket_t> dealer;
+  std::optional<HandshakeMonitor> handshake;  // of `dealer`; destroyed before it
   bool registered = false;
   int64_t last_heard = now_ms();
   int64_t last_hello = 0;
@@ -641,9 +650,12 @@ void Worker::Impl::io_loop(zmq::socket_t& pull) {
   // A fresh socket: a restarted dispatcher sees a new peer, and anything still
   // queued for the old one is dropped.
   auto hello = [&] {
+    handshake.reset();
     dealer.emplace(context, zmq::socket_type::dealer);
     configure_socket(*dealer);
     dealer->set(zmq::sockopt::sndtimeo, 0);
+    apply_curve(*dealer, curve ? &*curve : nullptr);
+    handshake.emplace(context, *dealer, curve.has_value());
     dealer->connect(options.dispatcher);
     send_one(wire::encode_hello(wire::Role::Worker, options.device, capacity_bytes, getpid(),
                                 options.name, 0),
@@ -662,6 +674,12 @@ void Worker::Impl::io_loop(zmq::socket_t& pull) {
   hello();
 
   while (!stopping()) {
+    // A dispatcher that refuses this worker's key (or speaks another security
+    // mechanism) will not change its mind: say why instead of retrying.
+    if (auto refused = handshake->failure()) {
+      throw TransportError(gt::detail::cat("[worker] the dispatcher at ", options.dispatcher,
+                                           " refused this worker: ", *refused));
+    }
     zmq::pollitem_t items[] = {{dealer->handle(), 0, ZMQ_POLLIN, 0},
                                {pull.handle(), 0, ZMQ_POLLIN, 0}};
     if (!poll(items, 2, kPollInterval)) continue;  // a signal: look at the flags
@@ -811,9 +829,10 @@ void Worker::Impl::io_loop(zmq::socket_t& pull) {
     }
     if (now - last_heard > heartbeat_timeout) {
       if (now - last_heard > give_up_after) {
-        throw TransportError(gt::detail::cat("[worker] no reply from the dispatcher at ",
-                                             options.dispatcher, " for ", now - last_heard,
-                                             " ms: giving up"));
+        throw TransportError(gt::detail::cat(
+            "[worker] no reply from the dispatcher at ", options.dispatcher, " for ",
+            now - last_heard, " ms: giving up",
+            curve ? " (CURVE is on: is GT_CURVE_SERVER_KEY the dispatcher's public key?)" : ""));
       }
       if (now - last_hello > heartbeat_timeout) {
         if (registered) {

@@ -31,10 +31,12 @@ void check_device(const std::string& device);
 /// come back through a mailbox (Note [store mailbox] in worker.cpp).
 ///
 /// Pinned (copy and move deleted). The constructor validates the options and
-/// throws std::invalid_argument; it starts nothing. run() starts both threads
+/// throws std::invalid_argument (gt::ConfigError for bad GT_CURVE_* key
+/// files, docs/security.md); it starts nothing. run() starts both threads
 /// and blocks until stop(), a SIGTERM/SIGINT seen by run_worker_main's
-/// handlers, or a fatal error (a version mismatch, or no reply from the
-/// dispatcher for GT_CONNECT_TIMEOUT_MS), which it rethrows as gt::Error.
+/// handlers, or a fatal error (a version mismatch, a dispatcher that refuses
+/// the worker's CURVE key, or no reply from the dispatcher for
+/// GT_CONNECT_TIMEOUT_MS), which it rethrows as gt::Error.
 /// stop() is thread-safe and idempotent, and may be called before run().
 ///
 /// Shutdown order: stop() sets a flag that the IO thread sees within 50 ms;

@@ -22,6 +22,7 @@
 
 #include "client/internal/batch_queue.h"
 #include "common/instruction_log.h"
+#include "common/security.h"
 #include "common/wire.h"
 
 namespace gt::client {
@@ -44,9 +45,14 @@ struct GT_API SessionOptions {
   std::chrono::milliseconds connect_timeout{30000};
   size_t batch_max_instructions = 1024;
   std::chrono::microseconds batch_max_delay{500};
+  /// CURVE keys for `endpoint` (docs/security.md); nullopt: plaintext. A
+  /// private local cluster always runs plain (Note [local cluster endpoint]).
+  std::optional<CurveClientKeys> curve;
 
   /// GT_DISPATCHER, GT_WORKERS, GT_HEARTBEAT_*, GT_CONNECT_TIMEOUT_MS,
-  /// GT_BATCH_SIZE, GT_BATCH_DELAY_US and the program's name.
+  /// GT_BATCH_SIZE, GT_BATCH_DELAY_US, GT_CURVE_SERVER_KEY and
+  /// GT_CURVE_CLIENT_KEY (the key files are read: gt::ConfigError when they
+  /// are bad) and the program's name.
   static SessionOptions from_env();
 };
 
