@@ -336,13 +336,6 @@ void Executor::run_collective(Session& s, const wire::Instruction& in) {
            "communicators)");
     return;
   }
-  if (!options_.device.is_cpu()) {
-    refuse(Status::ExecutionFailed,
-           cat("collectives on ", options_.device.str(),
-               " need the NCCL backend, which is not built yet: this gt worker runs "
-               "collectives with Gloo on CPU tensors only"));
-    return;
-  }
   const uint64_t bytes = detail::saturating_bytes(p.meta);
   if (options_.capacity_bytes > 0 && bytes > options_.capacity_bytes) {
     refuse(Status::ExecutionFailed,
@@ -361,7 +354,8 @@ void Executor::run_collective(Session& s, const wire::Instruction& in) {
   if (!p.bucket.empty()) {
     // Note [all_reduce buckets]: the inputs travel as one flat buffer; a bad
     // input contributes zeros and poisons the whole bucket on this rank.
-    input = at::empty({p.meta.shape[0]}, at::TensorOptions().dtype(to_scalar_type(p.meta.dtype)));
+    input = at::empty({p.meta.shape[0]},
+                      at::TensorOptions().dtype(to_scalar_type(p.meta.dtype)).device(options_.device));
     parts.resize(ids_in.size());
     int64_t offset = 0;
     for (size_t i = 0; i < ids_in.size(); ++i) {
@@ -419,7 +413,8 @@ void Executor::run_collective(Session& s, const wire::Instruction& in) {
   try {
     const at::ScalarType dtype = to_scalar_type(p.meta.dtype);
     const at::IntArrayRef shape(p.meta.shape);
-    if (stand_in) input = at::zeros(shape, at::TensorOptions().dtype(dtype));
+    const auto options = at::TensorOptions().dtype(dtype).device(options_.device);
+    if (stand_in) input = at::zeros(shape, options);
     collectives::Collectives& comm = options_.collectives->get(p.group, p.rank);
     switch (p.kind) {
       case Collective::AllReduce:
@@ -436,7 +431,7 @@ void Executor::run_collective(Session& s, const wire::Instruction& in) {
         if (p.a == p.rank) {
           comm.broadcast(input, static_cast<int>(p.a));
         } else {
-          result = at::empty(shape, at::TensorOptions().dtype(dtype));
+          result = at::empty(shape, options);
           comm.broadcast(result, static_cast<int>(p.a));
         }
         break;
@@ -444,7 +439,7 @@ void Executor::run_collective(Session& s, const wire::Instruction& in) {
         comm.send(input, static_cast<int>(p.a), static_cast<uint64_t>(p.b));
         break;
       case Collective::Recv:
-        result = at::empty(shape, at::TensorOptions().dtype(dtype));
+        result = at::empty(shape, options);
         comm.recv(result, static_cast<int>(p.a), static_cast<uint64_t>(p.b));
         break;
       case Collective::Barrier:

@@ -3,7 +3,8 @@
 // object is one communicator, a fixed group of `size` workers in which this
 // worker is `rank`. Bulk data moves directly between the workers; the
 // dispatcher only serves the rendezvous (worker/collectives/store.h).
-// Backends: Gloo over TCP for CPU tensors (gloo_collectives.h).
+// Backends: Gloo over TCP for CPU tensors (gloo_collectives.h), NCCL for
+// the tensors of one CUDA device (nccl_collectives.h).
 
 #include <cstdint>
 #include <string_view>
@@ -28,7 +29,7 @@ inline constexpr int kNumReduceOps = 5;
 std::string_view to_string(ReduceOp op);
 
 /// The operations of a communicator. Values reach logs and the agreement
-/// header (Note [agreement header] in gloo_collectives.cpp): append only.
+/// header (Note [agreement header] in agreement.cpp): append only.
 enum class Collective : uint8_t {
   AllReduce = 1,
   AllGather = 2,
@@ -44,8 +45,11 @@ std::string_view to_string(Collective c);
 
 /// One communicator. Every rank calls the same collectives in the same order
 /// (send/recv excepted: those are matched per pair and tag).
+/// Backends: make_gloo_collectives (gloo_collectives.h), make_nccl_collectives
+/// (nccl_collectives.h).
 ///
-/// Tensors: CPU, any layout (non-contiguous ones are copied to a contiguous
+/// Tensors: on the backend's device (Gloo: CPU; NCCL: the communicator's
+/// CUDA device), any layout (non-contiguous ones are copied to a contiguous
 /// buffer and written back for in-place calls). Data movement (all_gather,
 /// broadcast, send/recv) takes gt's dtypes (float32/64, float16, bfloat16,
 /// int32/64, bool); reductions take them without bool, and Avg takes floating
@@ -92,7 +96,8 @@ class Collectives {
   /// Sends `t` to `peer`, matched by the recv on `peer` with the same tag
   /// (below 2^56). A rendezvous: blocks until `peer` has posted that recv and
   /// the data is written, so pair the calls up (in a ring, even ranks send
-  /// first and odd ranks receive first).
+  /// first and odd ranks receive first). NCCL matches a pair's calls in
+  /// order and fails both sides when their tags differ.
   virtual void send(const at::Tensor& t, int peer, uint64_t tag) = 0;
 
   /// Receives into `t` (same dtype and shape as the sender's) from `peer`.

@@ -10,6 +10,7 @@
 
 #include "common/check.h"
 #include "worker/collectives/gloo_collectives.h"
+#include "worker/collectives/nccl_collectives.h"
 
 namespace gt::worker::collectives {
 
@@ -126,6 +127,21 @@ CommunicatorFactory gloo_communicator_factory(std::shared_ptr<Store> store, std:
     o.host = host;
     o.timeout = timeout;
     return make_gloo_collectives(*store, o);
+  };
+}
+
+CommunicatorFactory nccl_communicator_factory(std::shared_ptr<Store> store, int device_index,
+                                              std::chrono::milliseconds timeout) {
+  GT_CHECK(store != nullptr, "[collectives.nccl_communicator_factory] no store given");
+  return [store = std::move(store), device_index, timeout](const std::vector<int>& group,
+                                                           int rank) {
+    NcclOptions o;
+    o.rank = rank;
+    o.size = static_cast<int>(group.size());
+    o.name = communicator_name(group);
+    o.device = device_index;
+    o.timeout = timeout;
+    return make_nccl_collectives(*store, o);
   };
 }
 

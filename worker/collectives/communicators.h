@@ -21,7 +21,8 @@ namespace gt::worker::collectives {
 
 /// Creates the communicator of `group` (worker indices, strictly ascending)
 /// in which this worker is `rank` (its position in `group`). Blocks until
-/// every rank has joined; throws like make_gloo_collectives.
+/// every rank has joined; throws like make_gloo_collectives or
+/// make_nccl_collectives.
 using CommunicatorFactory =
     std::function<std::unique_ptr<Collectives>(const std::vector<int>& group, int rank)>;
 
@@ -89,6 +90,15 @@ std::string communicator_name(std::span<const int> group);
 /// through `store` (kept alive by the factory), listen on `host` and wait
 /// up to `timeout` for their peers.
 CommunicatorFactory gloo_communicator_factory(std::shared_ptr<Store> store, std::string host,
+                                              std::chrono::milliseconds timeout);
+
+/// A factory of NCCL communicators named communicator_name(group) on
+/// cuda:`device_index`, meeting through `store` (kept alive by the factory)
+/// and waiting up to `timeout` for their peers and for each collective.
+/// Where NCCL cannot be used (a build without its headers, no libnccl, no
+/// usable device), every communicator's creation throws gt::Error saying
+/// why, and the provider keeps that group broken.
+CommunicatorFactory nccl_communicator_factory(std::shared_ptr<Store> store, int device_index,
                                               std::chrono::milliseconds timeout);
 
 /// Where a worker's communicators listen when GT_COLLECTIVE_HOST is unset:

@@ -14,7 +14,6 @@
 #include <type_traits>
 #include <utility>
 
-#include <ATen/MemoryOverlap.h>
 #include <gloo/allgatherv.h>
 #include <gloo/allreduce.h>
 #include <gloo/broadcast.h>
@@ -29,33 +28,25 @@
 
 #include "common/check.h"
 #include "common/shape.h"
+#include "worker/collectives/agreement.h"
 #include "worker/collectives/reductions.h"
 #include "worker/kernels.h"
 
 namespace gt::worker::collectives {
 namespace {
 
+using agreement::describe;
+using agreement::Header;
+using agreement::Local;
+using agreement::ranks_str;
+using agreement::Rejection;
+using agreement::row_numel;
 using detail::cat;
 
-// Note [agreement header]
-// Gloo trusts its caller: ranks that pass different element counts to one
-// allreduce abort the process (the TCP transport's enforce "op.preamble.length
-// <= op.nbytes" fails on its event-loop thread: std::terminate), and ranks
-// that pass float32 and int32 of the same byte size silently reduce garbage.
-// So before moving any data, every collective exchanges a fixed-size Header
-// among all ranks (every rank sends it to every other, which also makes
-// barrier() a one-liner; a pairwise exchange for send/recv) and every rank
-// checks the same facts on the same headers: the same collective, arguments
-// accepted on every rank, then dtype, reduce op, root or dim, and shapes. All
-// ranks therefore reach the same verdict and throw the same error (naming the
-// first rank that differs from rank 0) without any data in flight, so the
-// communicator stays usable afterwards. A rank whose own arguments are
-// invalid still takes part in the exchange, flagged with a Rejection code, so
-// its peers fail at once instead of timing out; it throws
-// std::invalid_argument with the details itself.
-// The cost is one small-message latency per collective (Note [header
-// receives ahead] keeps it small); the [collectives][bench] case measures it
-// against plain Gloo.
+// Every collective starts with the agreement header exchange (Note
+// [agreement header] in agreement.cpp): every rank sends its header to every
+// other over unbound buffers (Note [header receives ahead] keeps that cheap),
+// and a pair swaps headers for send/recv.
 
 // Note [header receives ahead]
 // Gloo's TCP transport sends an unbound buffer at once only if the peer has
@@ -88,94 +79,6 @@ constexpr int kMaxSize = 1 << 16;  // ring steps fit the 16 low bits of a slot
 
 constexpr uint64_t make_slot(uint64_t prefix, uint64_t low) {
   return (prefix << 56) | low;
-}
-
-/// Why a rank refused its own arguments (Note [agreement header]). Values
-/// travel between ranks: append only.
-enum class Rejection : uint8_t {
-  None = 0,
-  Undefined = 1,
-  NotCpu = 2,
-  TooManyDims = 3,
-  Dtype = 4,
-  ReduceOp = 5,
-  Dim = 6,
-  Root = 7,
-  Overlap = 8,
-};
-
-std::string_view to_string(Rejection r) {
-  switch (r) {
-    case Rejection::None:
-      return "nothing";
-    case Rejection::Undefined:
-      return "an undefined tensor";
-    case Rejection::NotCpu:
-      return "a tensor that is not on the CPU";
-    case Rejection::TooManyDims:
-      return "a tensor with too many dims";
-    case Rejection::Dtype:
-      return "a dtype this collective does not take";
-    case Rejection::ReduceOp:
-      return "a reduce op its dtype does not take";
-    case Rejection::Dim:
-      return "a dim out of range";
-    case Rejection::Root:
-      return "a root outside the communicator";
-    case Rejection::Overlap:
-      return "a tensor whose elements share memory";
-  }
-  return "an unknown rejection";
-}
-
-/// "GTC" and the layout version in the low byte.
-constexpr uint32_t kHeaderMagic = 0x47544301;
-
-/// What one rank is about to do (Note [agreement header]). Raw bytes between
-/// ranks of the same build: fixed-width fields, no pointers.
-struct Header {
-  uint32_t magic = kHeaderMagic;
-  uint8_t collective = 0;  // Collective
-  int8_t dtype = -1;       // at::ScalarType; -1 without a tensor
-  uint8_t reduce_op = 0;   // ReduceOp
-  uint8_t rejection = 0;   // Rejection
-  int32_t arg = 0;         // broadcast: root; all_gather, reduce_scatter: wrapped dim
-  int32_t ndim = 0;
-  int64_t sizes[kMaxRank] = {};
-};
-static_assert(std::is_trivially_copyable_v<Header>);
-static_assert(sizeof(Header) == 16 + 8 * kMaxRank);
-
-std::string dtype_name(at::ScalarType t) {
-  if (auto d = to_dtype(t)) return std::string(to_string(*d));
-  return std::string(c10::toString(t));
-}
-
-std::string describe(const at::Tensor& t) {
-  if (!t.defined()) return "undefined tensor";
-  return cat(dtype_name(t.scalar_type()), " ", shape_str(t.sizes()));
-}
-
-std::string describe(const Header& h) {
-  const int32_t ndim = std::clamp<int32_t>(h.ndim, 0, kMaxRank);
-  return cat(dtype_name(static_cast<at::ScalarType>(h.dtype)), " ",
-             shape_str(std::span<const int64_t>(h.sizes, static_cast<size_t>(ndim))));
-}
-
-std::string ranks_str(const std::vector<int>& ranks) {
-  std::string out;
-  for (size_t i = 0; i < ranks.size(); ++i) out += cat(i ? ", " : "", ranks[i]);
-  return out;
-}
-
-/// Elements in one index of dim `d` of `t`: the product of the other sizes
-/// (not numel / size(d), which is 0/0 for a rank holding no rows).
-int64_t row_numel(const at::Tensor& t, int64_t d) {
-  int64_t n = 1;
-  for (int64_t i = 0; i < t.dim(); ++i) {
-    if (i != d) n *= t.size(i);
-  }
-  return n;
 }
 
 /// An element of N opaque bytes: Gloo's typed setters only use sizeof(T).
@@ -254,12 +157,6 @@ class GlooStoreAdapter final : public gloo::rendezvous::Store {
 };
 
 // ---- the communicator ------------------------------------------------------
-
-/// What this rank is about to do, and why it refuses if it does.
-struct Local {
-  Header header;
-  std::string refusal;  // the std::invalid_argument text when rejected
-};
 
 class GlooCollectives final : public Collectives {
  public:
@@ -489,73 +386,10 @@ class GlooCollectives final : public Collectives {
   /// Checks this rank's arguments without communicating (Note [agreement
   /// header]); `arg` is the root or the dim.
   Local prepare(Collective c, const at::Tensor* t, ReduceOp op, int64_t arg) const {
-    Local local;
-    Header& h = local.header;
-    h.collective = static_cast<uint8_t>(c);
-    h.reduce_op = static_cast<uint8_t>(op);
-    auto reject = [&](Rejection r, std::string why) {
-      if (h.rejection != 0) return;  // the first reason is the one reported
-      h.rejection = static_cast<uint8_t>(r);
-      local.refusal = cat("[collectives.", to_string(c), "] ", why, " ", where(t));
-    };
-    if (t != nullptr) {
-      if (!t->defined()) {
-        reject(Rejection::Undefined, "undefined tensor: expected a defined CPU tensor");
-      } else {
-        h.dtype = static_cast<int8_t>(t->scalar_type());
-        h.ndim = static_cast<int32_t>(t->dim());
-        if (t->dim() > kMaxRank) {
-          reject(Rejection::TooManyDims,
-                 cat("tensor has ", t->dim(), " dims: expected at most ", kMaxRank));
-        } else {
-          std::copy(t->sizes().begin(), t->sizes().end(), h.sizes);
-        }
-        if (!t->device().is_cpu()) {
-          reject(Rejection::NotCpu,
-                 cat("tensor on ", t->device().str(),
-                     ": expected a CPU tensor (the Gloo backend moves host memory)"));
-        }
-        if (!supports(c, t->scalar_type(), ReduceOp::Sum)) {
-          reject(Rejection::Dtype,
-                 cat("dtype ", dtype_name(t->scalar_type()), " not supported: expected ",
-                     c == Collective::AllReduce || c == Collective::ReduceScatter
-                         ? "float32, float64, float16, bfloat16, int32 or int64"
-                         : "float32, float64, float16, bfloat16, int32, int64 or bool"));
-        } else if (!supports(c, t->scalar_type(), op)) {
-          reject(
-              Rejection::ReduceOp,
-              cat("reduce op ", to_string(op), " not supported for ", dtype_name(t->scalar_type()),
-                  ": expected a floating dtype (reduce with sum and divide instead)"));
-        }
-      }
-    }
-    if (c == Collective::Broadcast) {
-      h.arg = static_cast<int32_t>(arg);
-      if (arg < 0 || arg >= size()) {
-        reject(Rejection::Root,
-               cat("root ", arg, " out of range: expected a rank in [0, ", size(), ")"));
-      }
-    }
-    if ((c == Collective::AllGather || c == Collective::ReduceScatter) && t && t->defined()) {
-      const int64_t ndim = t->dim();
-      if (ndim == 0) {
-        reject(Rejection::Dim, cat("0-dim tensor: expected at least one dim to ",
-                                   c == Collective::AllGather ? "gather along" : "scatter along"));
-      } else if (arg < -ndim || arg >= ndim) {
-        reject(Rejection::Dim,
-               cat("dim ", arg, " out of range: expected a dim in [", -ndim, ", ", ndim, ")"));
-      } else {
-        h.arg = static_cast<int32_t>(arg < 0 ? arg + ndim : arg);
-      }
-    }
-    const bool in_place =
-        c == Collective::AllReduce || c == Collective::Broadcast || c == Collective::Recv;
-    if (in_place && t && t->defined() && at::has_internal_overlap(*t) == at::MemOverlap::Yes) {
-      reject(Rejection::Overlap,
-             "tensor elements share memory (an expanded view): expected a tensor that owns "
-             "each element, for the result is written into it");
-    }
-    return local;
+    static const agreement::Placement kCpu{at::kCPU, "CPU tensor",
+                                           "(the Gloo backend moves host memory)",
+                                           Rejection::NotCpu};
+    return agreement::prepare(*this, kCpu, c, t, op, arg, where(t));
   }
 
   /// Exchanges headers among all ranks and checks that they agree (Note
@@ -566,78 +400,11 @@ class GlooCollectives final : public Collectives {
     if (size() > 1) {
       exchange_headers(c, t, all, tag);
     }
-    const std::string op = cat("[collectives.", to_string(c), "] ");
-    for (size_t r = 0; r < all.size(); ++r) {
-      if (all[r].magic != kHeaderMagic) {
-        failure_ = cat(op, "rank ", r, " sent a header that is not gt's (magic ", all[r].magic,
-                       ", expected ", kHeaderMagic, "): a different gt build? ", where(t));
-        throw ProtocolError(failure_);
-      }
-    }
-    auto first_differing = [&](auto&& same) -> int {
-      for (size_t r = 1; r < all.size(); ++r) {
-        if (!same(all[0], all[r])) return static_cast<int>(r);
-      }
-      return -1;
-    };
-    if (int r = first_differing(
-            [](const Header& a, const Header& b) { return a.collective == b.collective; });
-        r >= 0) {
-      throw Error(cat(op, "ranks called different collectives: rank 0 called ",
-                      to_string(static_cast<Collective>(all[0].collective)), ", rank ", r,
-                      " called ", to_string(static_cast<Collective>(all[size_t(r)].collective)),
-                      "; expected every rank to call the same collectives in the same order ",
-                      where(t)));
-    }
-    if (local.header.rejection != 0) throw std::invalid_argument(local.refusal);
-    for (size_t r = 0; r < all.size(); ++r) {
-      if (all[r].rejection != 0) {
-        throw Error(cat(op, "rank ", r, " rejected its arguments (it passed ",
-                        to_string(static_cast<Rejection>(all[r].rejection)),
-                        ") and threw std::invalid_argument with the details ", where(t)));
-      }
-    }
-    if (c == Collective::Barrier) return all;
-
-    if (int r =
-            first_differing([](const Header& a, const Header& b) { return a.dtype == b.dtype; });
-        r >= 0) {
-      throw Error(cat(op, "dtypes differ across ranks: rank 0 has ", describe(all[0]), ", rank ", r,
-                      " has ", describe(all[size_t(r)]), "; expected the same dtype on every rank ",
-                      where(t)));
-    }
-    if (c == Collective::AllReduce || c == Collective::ReduceScatter) {
-      if (int r = first_differing(
-              [](const Header& a, const Header& b) { return a.reduce_op == b.reduce_op; });
-          r >= 0) {
-        throw Error(cat(op, "reduce ops differ across ranks: rank 0 passed ",
-                        to_string(static_cast<ReduceOp>(all[0].reduce_op)), ", rank ", r,
-                        " passed ", to_string(static_cast<ReduceOp>(all[size_t(r)].reduce_op)), " ",
-                        where(t)));
-      }
-    }
-    if (c != Collective::AllReduce) {
-      if (int r = first_differing([](const Header& a, const Header& b) { return a.arg == b.arg; });
-          r >= 0) {
-        throw Error(cat(op, c == Collective::Broadcast ? "roots" : "dims",
-                        " differ across ranks: rank 0 passed ", all[0].arg, ", rank ", r,
-                        " passed ", all[size_t(r)].arg, " ", where(t)));
-      }
-    }
-    const int64_t gathered = c == Collective::AllGather ? all[0].arg : -1;
-    if (int r = first_differing([&](const Header& a, const Header& b) {
-          if (a.ndim != b.ndim) return false;
-          for (int32_t i = 0; i < a.ndim; ++i) {
-            if (i != gathered && a.sizes[i] != b.sizes[i]) return false;
-          }
-          return true;
-        });
-        r >= 0) {
-      throw Error(cat(op, "shapes differ across ranks: rank 0 has ", describe(all[0]), ", rank ", r,
-                      " has ", describe(all[size_t(r)]), "; expected ",
-                      gathered >= 0 ? cat("the same sizes except along dim ", gathered)
-                                    : std::string("the same shape"),
-                      " on every rank ", where(t)));
+    try {
+      agreement::check(c, all, local, where(t));
+    } catch (const ProtocolError& e) {
+      failure_ = e.what();  // a peer of another build: nothing it sends can be trusted
+      throw;
     }
     return all;
   }
@@ -742,34 +509,11 @@ class GlooCollectives final : public Collectives {
     in->waitRecv(options_.timeout);
     out->waitSend(options_.timeout);
 
-    const std::string op = cat("[collectives.", to_string(c), "] ");
-    if (theirs.magic != kHeaderMagic) {
-      failure_ = cat(op, "rank ", peer, " sent a header that is not gt's (magic ", theirs.magic,
-                     ", expected ", kHeaderMagic, "): a different gt build? ", where(&t));
-      throw ProtocolError(failure_);
-    }
-    const auto expected = c == Collective::Send ? Collective::Recv : Collective::Send;
-    if (theirs.collective != static_cast<uint8_t>(expected)) {
-      throw Error(cat(op, "rank ", peer, " called ",
-                      to_string(static_cast<Collective>(theirs.collective)), " with tag ", tag,
-                      ": expected ", to_string(expected), " ", where(&t)));
-    }
-    if (mine.rejection != 0) throw std::invalid_argument(local.refusal);
-    if (theirs.rejection != 0) {
-      throw Error(cat(op, "rank ", peer, " rejected its arguments (it passed ",
-                      to_string(static_cast<Rejection>(theirs.rejection)),
-                      ") and threw std::invalid_argument with the details ", where(&t)));
-    }
-    const bool same = mine.dtype == theirs.dtype && mine.ndim == theirs.ndim &&
-                      std::equal(mine.sizes, mine.sizes + mine.ndim, theirs.sizes);
-    if (!same) {
-      const Header& sender = c == Collective::Send ? mine : theirs;
-      const Header& receiver = c == Collective::Send ? theirs : mine;
-      throw Error(cat(op, "tensors differ: the sender (rank ",
-                      c == Collective::Send ? rank() : peer, ") has ", describe(sender),
-                      ", the receiver (rank ", c == Collective::Send ? peer : rank(), ") has ",
-                      describe(receiver), "; expected the same dtype and shape (tag ", tag, ") ",
-                      where(&t)));
+    try {
+      agreement::check_pair(c, rank(), peer, tag, local, theirs, where(&t));
+    } catch (const ProtocolError& e) {
+      failure_ = e.what();
+      throw;
     }
   }
 

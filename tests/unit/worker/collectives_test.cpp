@@ -871,7 +871,7 @@ TEST_CASE("collectives all_reduce bandwidth against plain Gloo", "[.][collective
           return std::chrono::duration<double>(Clock::now() - t0).count() / iters;
         };
         // The fixed cost of the agreement header (Note [agreement header] in
-        // gloo_collectives.cpp): our barrier is that exchange and nothing else.
+        // agreement.cpp): our barrier is that exchange and nothing else.
         for (int b = 0; b < kBatches; ++b) {
           comm.barrier();
           barrier[size_t(rank)].push_back(timed(kBarriersPerBatch, [&] { comm.barrier(); }));

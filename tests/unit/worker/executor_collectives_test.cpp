@@ -22,6 +22,7 @@
 #include "common/transport.h"
 #include "tests/unit/worker/worker_test_support.h"
 #include "worker/collectives/communicators.h"
+#include "worker/collectives/nccl_collectives.h"
 #include "worker/collectives/store.h"
 #include "worker/worker.h"
 
@@ -451,7 +452,7 @@ TEST_CASE("collective instructions are validated before anything communicates",
   CHECK(rank.communicators_made == 0);
 }
 
-TEST_CASE("collectives fail fast without a backend or on CUDA; Scope and Configure",
+TEST_CASE("collectives fail fast without a backend or its library; Scope and Configure",
           "[collectives][worker][unit]") {
   const Instr recv = collective(Collective::Recv, {0, 1}, 1, 0, {3}, {}, {5});
   SECTION("an executor without communicators") {
@@ -465,20 +466,33 @@ TEST_CASE("collectives fail fast without a backend or on CUDA; Scope and Configu
                                  "collectives backend"));
     CHECK(h.ex.poison(h.session, 5) != nullptr);
   }
-  SECTION("a CUDA worker (NCCL is not built yet)") {
-    Harness h(ExecutorOptions{
-        0, at::Device(at::kCUDA, 0), 0, quiet_logger(), nullptr,
-        std::make_shared<CommunicatorProvider>(
-            [](const std::vector<int>&, int) -> std::unique_ptr<collectives::Collectives> {
-              throw std::logic_error("no communicator may be made");
-            })});
+  SECTION("a CUDA worker asks its provider (NCCL), whose failure breaks the group") {
+    // The factory's failure (here: what a worker gets where libnccl is
+    // missing) surfaces as the collective's failure, as Gloo's would.
+    int made = 0;
+    auto provider = std::make_shared<CommunicatorProvider>(
+        [&](const std::vector<int>&, int) -> std::unique_ptr<collectives::Collectives> {
+          ++made;
+          collectives::load_nccl_from({"libgt-no-such-nccl.so.2"}, {"libcudart.so"});
+          throw std::logic_error("the bogus NCCL loaded");
+        });
+    Harness h(ExecutorOptions{0, at::Device(at::kCUDA, 0), 0, quiet_logger(), nullptr, provider});
     h.run1(collective(Collective::Barrier, {0, 1}, 0, 0, {}, {}, {}));
-    const auto failures = h.sync();
+    auto failures = h.sync();
     REQUIRE(failures.size() == 1);
     CHECK(failures[0].code == Status::ExecutionFailed);
     CHECK_THAT(failures[0].message,
-               Catch::Contains("collectives on cuda:0 need the NCCL backend, which is not built "
-                               "yet"));
+               Catch::StartsWith("[worker 0] barrier over workers [0,1] failed: "));
+    CHECK_THAT(failures[0].message,
+               Catch::Contains(collectives::nccl_built() ? "cannot load NCCL: tried "
+                                                           "libgt-no-such-nccl.so.2"
+                                                         : "built without NCCL headers"));
+    REQUIRE(provider->broken({0, 1}).has_value());
+    h.run1(collective(Collective::Barrier, {0, 1}, 0, 0, {}, {}, {}));
+    failures = h.sync();
+    REQUIRE(failures.size() == 1);
+    CHECK_THAT(failures[0].message, Catch::Contains("broke earlier"));
+    CHECK(made == 1);
   }
   SECTION("Scope is ignored and Configure is dispatcher-only") {
     Harness h;
