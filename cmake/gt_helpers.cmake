@@ -5,6 +5,21 @@ if(GT_SANITIZER AND NOT GT_SANITIZER IN_LIST _gt_sanitizers)
   message(FATAL_ERROR "gt: GT_SANITIZER must be one of ${_gt_sanitizers}, got '${GT_SANITIZER}'")
 endif()
 
+# GT_FUZZ (docs/fuzzing.md): every gt target gets libFuzzer's coverage
+# instrumentation plus ASan and UBSan, so a fuzzer sees edges and bad reads
+# inside the libraries it drives, not only in its own file. A separate
+# sanitizer would conflict with those flags.
+if(GT_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "gt: GT_FUZZ needs clang with libFuzzer, got ${CMAKE_CXX_COMPILER_ID}: "
+                        "configure with -DCMAKE_CXX_COMPILER=clang++ (Debian: clang libclang-rt-dev)")
+  endif()
+  if(GT_SANITIZER)
+    message(FATAL_ERROR "gt: GT_FUZZ already builds with address and undefined: leave GT_SANITIZER empty")
+  endif()
+  set(_gt_fuzz_flags -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined)
+endif()
+
 function(gt_target_defaults target)
   target_compile_features(${target} PUBLIC cxx_std_20)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wno-unused-parameter)
@@ -14,6 +29,10 @@ function(gt_target_defaults target)
   if(GT_SANITIZER)
     target_compile_options(${target} PRIVATE -fsanitize=${GT_SANITIZER} -fno-omit-frame-pointer)
     target_link_options(${target} PUBLIC -fsanitize=${GT_SANITIZER})
+  endif()
+  if(GT_FUZZ)
+    target_compile_options(${target} PRIVATE ${_gt_fuzz_flags} -fno-omit-frame-pointer)
+    target_link_options(${target} PUBLIC -fsanitize=address,undefined)
   endif()
 endfunction()
 

@@ -179,6 +179,10 @@ Metas infer_reshape(const OpCall& c) {
       infer_at = i;
     } else {
       GT_CHECK(out[i] >= 0, "invalid dimension ", out[i], " in shape ", shape_str(out));
+      // Bounded as checked_numel bounds shapes, so the product cannot
+      // overflow (found by tests/fuzz: (2^40, 2^40) wrapped around).
+      GT_CHECK(out[i] == 0 || known <= kMaxNumel / out[i], "shape ", shape_str(out),
+               " has more than 2^48 elements");
       known *= out[i];
     }
   }
@@ -217,7 +221,9 @@ Metas infer_slice(const OpCall& c) {
   start = std::clamp<int64_t>(start, 0, size);
   end = std::clamp<int64_t>(end, start, size);
   Shape out = a.shape;
-  out[dim] = (end - start + step - 1) / step;
+  // Not (end - start + step - 1) / step: that overflows for a step near
+  // INT64_MAX (found by tests/fuzz).
+  out[dim] = end == start ? 0 : (end - start - 1) / step + 1;
   return {{std::move(out), a.dtype}};
 }
 
@@ -547,6 +553,9 @@ Metas infer_expand(const OpCall& c) {
              " (target ", shape_str(c.ints), ", tensor ", shape_str(a.shape), ")");
     out[i] = want;
   }
+  // A view, but its size reaches every numel() downstream (the dispatcher's
+  // layouts, the worker's capacity check): bounded like any shape.
+  checked_numel(out);
   return {{std::move(out), a.dtype}};
 }
 
@@ -610,7 +619,15 @@ Metas infer_index_select(const OpCall& c) {
   check_index_dtype(index, true);
   check_vector_index(index);
   const int64_t d = wrap_dim(c.ints[0], self.shape.size());
-  if (self.shape.empty()) return {{Shape{}, self.dtype}};
+  if (self.shape.empty()) {
+    // The result of a 0-D self is 0-D, so it picks one value. LibTorch 1.13's
+    // CPU kernel writes one per index into that one-element result: a heap
+    // overflow in the worker (found by tests/fuzz/executor_fuzz.cpp); later
+    // LibTorch versions refuse it as this does.
+    GT_CHECK(numel(index.shape) == 1, "index to a 0-D self must have exactly one value, got ",
+             numel(index.shape), " (index shape ", shape_str(index.shape), ")");
+    return {{Shape{}, self.dtype}};
+  }
   Shape out = self.shape;
   out[d] = numel(index.shape);
   return {{std::move(out), self.dtype}};

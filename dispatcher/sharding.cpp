@@ -31,6 +31,8 @@ std::vector<char> slice_rows(std::span<const char> data, std::span<const int64_t
   const int64_t inner = numel(shape.subspan(static_cast<size_t>(axis) + 1)) * element_size;
   const int64_t extent = shape[static_cast<size_t>(axis)];
   std::vector<char> out(static_cast<size_t>(outer * rows * inner));
+  // Empty shards copy nothing: memcpy must not see their null pointers.
+  if (out.empty()) return out;
   for (int64_t o = 0; o < outer; ++o) {
     std::memcpy(out.data() + o * rows * inner, data.data() + (o * extent + begin) * inner,
                 static_cast<size_t>(rows * inner));
@@ -51,6 +53,7 @@ std::vector<char> concat_rows(std::span<const std::span<const char>> parts,
   for (int64_t o = 0; o < outer; ++o) {
     for (size_t k = 0; k < parts.size(); ++k) {
       const int64_t chunk = shapes[k][static_cast<size_t>(axis)] * inner;
+      if (chunk == 0) continue;  // an empty shard: its data may be null
       std::memcpy(dst, parts[k].data() + o * chunk, static_cast<size_t>(chunk));
       dst += chunk;
     }
@@ -868,9 +871,11 @@ void ShardedSession::plan_op(const OpInfo& op, const wire::Instruction& in,
       Layout l = have[0];
       const TensorMeta& m = *ins[0]->meta;
       const int rank = static_cast<int>(m.shape.size());
-      if (op.code == OpCode::IndexSelect && !l.sharded() && have[1].sharded()) {
+      if (op.code == OpCode::IndexSelect && rank > 0 && !l.sharded() && have[1].sharded()) {
         // Rows picked by a split index (a data-parallel batch drawn from a
         // resident dataset): each worker picks its part from a whole copy.
+        // (Not from a 0-D source: its result has no dim to split; found by
+        // tests/fuzz/sharding_fuzz.cpp.)
         const int d = static_cast<int>(wrap_dim(ints[0], rank));
         plan.run = split(have[1].workers, d);
         plan.inputs[0] = replicated(have[1].workers);
@@ -998,7 +1003,12 @@ void ShardedSession::rewrite(const wire::Instruction& in, std::span<const Payloa
   // first input lives (or at home), so the worker reports it in full.
   std::vector<const Placed*> ins;
   std::vector<TensorMeta> metas;
-  bool known = op != nullptr && valid_dtype_code(in.dtype());
+  // An op given other than its number of output ids is unknown too: the
+  // plans below name outputs[0] of every op with a result (found by
+  // tests/fuzz/sharding_fuzz.cpp: randn without an output id read past the
+  // span).
+  bool known = op != nullptr && valid_dtype_code(in.dtype()) &&
+               outputs.size() == static_cast<size_t>(op->outputs);
   for (TensorId id : input_ids) {
     const Placed* p = find(id);
     if (!p || !p->meta) {

@@ -3,11 +3,14 @@
 # builds, and runs the main job or the tests.
 #
 #   tools/setup.sh run     install, build, run the main job (Fashion-MNIST training)
-#   tools/setup.sh test    install, build, run every test through ctest
+#   tools/setup.sh test    install, build, run every test through ctest, then
+#                          each fuzzer for a bounded time (docs/fuzzing.md)
 #   tools/setup.sh deps    install the packages only
 #   tools/setup.sh build   install and build only
 #
 # GT_BUILD_DIR (default: build/) and GT_JOBS (default: nproc) adjust the build.
+# GT_FUZZ_SECONDS (default: 30) is each fuzzer's run in `test`, 0 for none;
+# GT_FUZZ_BUILD_DIR (default: build-fuzz/) holds their instrumented build.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,6 +27,9 @@ packages=(
 # Only the tests need these: gt viz's HTML timeline is opened in headless
 # Chromium and screenshotted (tests/unit/tools/viz_test.cpp, "[chromium]").
 test_packages=(chromium)
+# And the fuzzers: clang, and libFuzzer (with clang's sanitizer runtimes) for
+# Debian's default clang version.
+test_packages+=(clang libclang-rt-dev)
 
 install_deps() {
   local missing=()
@@ -44,6 +50,67 @@ build() {
   cmake --build "$build" -j "$jobs"
 }
 
+# Whether clang++ can link a libFuzzer target here.
+have_libfuzzer() {
+  command -v clang++ >/dev/null 2>&1 || return 1
+  local tmp
+  tmp=$(mktemp -d)
+  printf 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }\n' \
+    >"$tmp/probe.cpp"
+  local ok=0
+  clang++ -fsanitize=fuzzer "$tmp/probe.cpp" -o "$tmp/probe" >/dev/null 2>&1 || ok=1
+  rm -rf "$tmp"
+  return $ok
+}
+
+# Builds the fuzzers alone (instrumented, in their own build dir) and runs
+# each for GT_FUZZ_SECONDS from the committed corpus, GT_JOBS at a time. New
+# inputs they find stay in the build dir; a crash fails the run and leaves
+# its input under fuzz-artifacts/ (docs/fuzzing.md says how to replay it).
+fuzz() {
+  local seconds=${GT_FUZZ_SECONDS:-30}
+  local dir=${GT_FUZZ_BUILD_DIR:-$root/build-fuzz}
+  [ "$seconds" -gt 0 ] || return 0
+  if ! have_libfuzzer; then
+    echo "gt: clang with libFuzzer not found: fuzzers skipped (ctest replayed their corpus)"
+    return 0
+  fi
+  local start=$SECONDS
+  cmake -S "$root" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" \
+    -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DGT_FUZZ=ON -DGT_BUILD_TOOLS=OFF >/dev/null
+  cmake --build "$dir" -j "$jobs" --target gt_fuzzers
+  echo "gt: fuzzers built in $((SECONDS - start)) s; running each for $seconds s"
+  mkdir -p "$dir/fuzz-artifacts" "$dir/fuzz-logs"
+  local fuzzer name pids=() names=() failed=0
+  for fuzzer in "$dir"/bin/gt_fuzz_*; do
+    name=${fuzzer##*/gt_fuzz_}
+    mkdir -p "$dir/fuzz-corpus/$name"
+    # The first corpus dir takes what the fuzzer finds; the committed one is
+    # only read.
+    "$fuzzer" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+      -artifact_prefix="$dir/fuzz-artifacts/$name-" \
+      "$dir/fuzz-corpus/$name" "$root/tests/fuzz/corpus/$name" >"$dir/fuzz-logs/$name.log" 2>&1 &
+    pids+=($!)
+    names+=("$name")
+    if [ ${#pids[@]} -ge "$jobs" ]; then
+      wait "${pids[0]}" || { failed=1; tail -n 40 "$dir/fuzz-logs/${names[0]}.log"; }
+      pids=("${pids[@]:1}")
+      names=("${names[@]:1}")
+    fi
+  done
+  local i
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || { failed=1; tail -n 40 "$dir/fuzz-logs/${names[$i]}.log"; }
+  done
+  echo "gt: fuzzing took $((SECONDS - start)) s in all"
+  if [ $failed -ne 0 ]; then
+    echo "gt: a fuzzer failed; its input is in $dir/fuzz-artifacts/ (docs/fuzzing.md)" >&2
+    return 1
+  fi
+}
+
 case "${1:-run}" in
   deps) install_deps ;;
   build) install_deps; build ;;
@@ -57,6 +124,7 @@ case "${1:-run}" in
     build -DGT_BUILD_TESTS=ON
     cd "$build"
     ctest --output-on-failure -j "$jobs" -E '\[gpu\]'
+    fuzz
     ;;
   *) echo "usage: tools/setup.sh run|test|deps|build" >&2; exit 2 ;;
 esac

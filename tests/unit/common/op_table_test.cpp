@@ -78,6 +78,10 @@ TEST_CASE("shape ops: reshape, transpose, slice", "[op_table][unit]") {
   CHECK(run(OpCode::Slice, {f32({10})}, {0, -3, INT64_MAX, 1})[0].shape == Shape{3});
   CHECK(run(OpCode::Slice, {f32({10})}, {0, 7, 2, 1})[0].shape == Shape{0});
   CHECK_THROWS_WITH(run(OpCode::Slice, {f32({10})}, {0, 0, 5, 0}), Catch::Contains("positive"));
+  // Size arithmetic at the edges (found by tests/fuzz): no overflow.
+  CHECK(run(OpCode::Slice, {f32({10})}, {0, 1, 10, INT64_MAX})[0].shape == Shape{1});
+  CHECK_THROWS_WITH(run(OpCode::Reshape, {f32({4})}, {int64_t{1} << 40, int64_t{1} << 40}),
+                    Catch::Contains("more than 2^48 elements"));
 }
 
 TEST_CASE("creation ops validate shapes and dtypes", "[op_table][unit]") {
@@ -250,6 +254,8 @@ TEST_CASE("unsqueeze, squeeze, permute and expand shapes", "[op_table][unit]") {
                     Catch::Contains("leading, non-existing dimension 0"));
   CHECK_THROWS_WITH(run(OpCode::Expand, {f32({2, 3})}, {3}), Catch::Contains("fewer dims"));
   CHECK_THROWS(run(OpCode::Expand, {f32({1})}, {-2}));
+  CHECK_THROWS_WITH(run(OpCode::Expand, {f32({1})}, {int64_t{1} << 40, int64_t{1} << 40}),
+                    Catch::Contains("more than 2^48 elements"));
 }
 
 TEST_CASE("to, copy_ and alias keep shapes; to takes the instruction dtype", "[op_table][unit]") {
@@ -284,6 +290,9 @@ TEST_CASE("gather and index_select check index dtype and shapes", "[op_table][un
                     Catch::Contains("expected dtype int32 or int64 for index, got float32"));
   CHECK_THROWS_WITH(run(OpCode::IndexSelect, {f32({2, 3}), i64({2, 2})}, {1}),
                     Catch::Contains("index must be a vector") && Catch::Contains("(2, 2)"));
+  // A 0-D self picks one value (LibTorch 1.13 overflowed its result here).
+  CHECK_THROWS_WITH(run(OpCode::IndexSelect, {f32({}), i64({4})}, {0}),
+                    Catch::Contains("exactly one value, got 4"));
 }
 
 TEST_CASE("backward helper ops: gelu_backward, slice_scatter, scatter_add, index_add",
