@@ -189,8 +189,11 @@ std::optional<Rejection> parse_collective(const wire::Instruction& in, int self,
         return Rejection{Status::InvalidArgument,
                          cat("element count ", count, " in the bucket: expected >= 0")};
       }
-      total += count;
+      // Each count, and the running total, is bounded before the sum can
+      // overflow (a count near INT64_MAX would wrap it).
       try {
+        (void)checked_numel(std::span<const int64_t>(&count, 1));
+        total += count;
         (void)checked_numel(std::span<const int64_t>(&total, 1));
       } catch (const std::invalid_argument& e) {
         return Rejection{Status::InvalidArgument, cat("the bucket's element counts: ", e.what())};

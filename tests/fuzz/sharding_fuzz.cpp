@@ -10,8 +10,9 @@
 // worker's data frames, batches that encode and decode.
 //
 // Input (Note [fuzz programs] in tests/fuzz/program.h): [mode] [setup]
-// records. setup picks the cluster (2 or 3 workers), the home worker,
-// GT_AUTO_SHARD and the starting config.
+// records. setup: bit 0 a third worker, bit 1 GT_AUTO_SHARD, bits 2-3 the
+// home worker (mod the cluster size), bits 4-7 the starting config
+// (fuzz::kConfigs, or none past its end).
 
 #include <algorithm>
 #include <cstdio>
