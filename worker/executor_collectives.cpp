@@ -70,8 +70,6 @@ using wire::TensorId;
 /// Groups larger than this are refused as malformed (gt clusters are far
 /// smaller; it bounds what an instruction can make the worker allocate).
 constexpr int64_t kMaxGroupWorkers = 4096;
-/// Collectives::send and recv take tags below 2^56.
-constexpr int64_t kMaxTag = (int64_t{1} << 56) - 1;
 /// The most tensors one bucketed all_reduce names (Note [all_reduce buckets]).
 constexpr size_t kMaxBucket = 4096;
 
@@ -275,7 +273,7 @@ std::optional<Rejection> parse_collective(const wire::Instruction& in, int self,
                                                       " (a) is this worker's own rank: expected "
                                                       "another rank of the group")};
       }
-      if (p.b < 0 || p.b > kMaxTag) {
+      if (p.b < 0 || static_cast<uint64_t>(p.b) > collectives::kMaxTag) {
         return Rejection{Status::InvalidArgument, cat("tag ", p.b, " (b): expected 0 to 2^56 - 1")};
       }
       (p.kind == Collective::Send ? p.inputs : p.outputs) = 1;

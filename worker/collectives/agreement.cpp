@@ -270,4 +270,11 @@ void check_pair(Collective c, int rank, int peer, uint64_t tag, const Local& min
   }
 }
 
+void check_peer(Collective c, int rank, int size, int peer, uint64_t tag, const std::string& where) {
+  GT_CHECK(peer >= 0 && peer < size && peer != rank, "[collectives.", to_string(c), "] peer ", peer,
+           " invalid: expected a rank in [0, ", size, ") other than this rank ", where);
+  GT_CHECK(tag <= kMaxTag, "[collectives.", to_string(c), "] tag ", tag,
+           " too large: expected a tag below 2^56 ", where);
+}
+
 }  // namespace gt::worker::collectives::agreement

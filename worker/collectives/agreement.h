@@ -85,6 +85,12 @@ void check(Collective c, const std::vector<Header>& all, const Local& local,
 void check_pair(Collective c, int rank, int peer, uint64_t tag, const Local& mine,
                 const Header& theirs, const std::string& where);
 
+/// Checks send/recv arguments before anything communicates (without a valid
+/// peer there is no one to tell): `peer` is another rank of a communicator
+/// of `size` in which this rank is `rank`, and `tag` is at most kMaxTag.
+/// Throws std::invalid_argument ending with `where`.
+void check_peer(Collective c, int rank, int size, int peer, uint64_t tag, const std::string& where);
+
 /// "float32", or LibTorch's name for dtypes gt does not have.
 std::string dtype_name(at::ScalarType t);
 

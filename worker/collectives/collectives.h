@@ -43,6 +43,9 @@ enum class Collective : uint8_t {
 /// "all_reduce", "all_gather", ...
 std::string_view to_string(Collective c);
 
+/// The largest tag send and recv take (tags are below 2^56).
+inline constexpr uint64_t kMaxTag = (uint64_t{1} << 56) - 1;
+
 /// One communicator. Every rank calls the same collectives in the same order
 /// (send/recv excepted: those are matched per pair and tag).
 /// Backends: make_gloo_collectives (gloo_collectives.h), make_nccl_collectives

@@ -74,7 +74,6 @@ constexpr uint64_t kSendSlotPrefix = 0x20;
 constexpr uint64_t kSendHeaderSlotPrefix = 0x21;
 constexpr uint64_t kReduceScatterSlotPrefix = 0x22;
 constexpr uint64_t kHeaderSlotPrefix = 0x23;
-constexpr uint64_t kMaxUserTag = (uint64_t{1} << 56) - 1;
 constexpr int kMaxSize = 1 << 16;  // ring steps fit the 16 low bits of a slot
 
 constexpr uint64_t make_slot(uint64_t prefix, uint64_t low) {
@@ -294,7 +293,7 @@ class GlooCollectives final : public Collectives {
   }
 
   void send(const at::Tensor& t, int peer, uint64_t tag) override {
-    check_peer(Collective::Send, t, peer, tag);
+    agreement::check_peer(Collective::Send, rank(), size(), peer, tag, where(&t));
     guarded(
         Collective::Send, &t, cat("waiting for rank ", peer, " to call recv with tag ", tag), [&] {
           exchange_pair(Collective::Send, t, peer, tag);
@@ -307,7 +306,7 @@ class GlooCollectives final : public Collectives {
   }
 
   void recv(at::Tensor& t, int peer, uint64_t tag) override {
-    check_peer(Collective::Recv, t, peer, tag);
+    agreement::check_peer(Collective::Recv, rank(), size(), peer, tag, where(&t));
     guarded(Collective::Recv, &t, cat("waiting for rank ", peer, " to call send with tag ", tag),
             [&] {
               exchange_pair(Collective::Recv, t, peer, tag);
@@ -484,16 +483,6 @@ class GlooCollectives final : public Collectives {
     // Every rank gets here whatever the verdict on the headers, so the
     // receives stay in step with the collectives.
     post_header_recvs(tag + 2);
-  }
-
-  /// send/recv arguments checked before any communication: without a valid
-  /// peer there is no one to tell.
-  void check_peer(Collective c, const at::Tensor& t, int peer, uint64_t tag) const {
-    GT_CHECK(peer >= 0 && peer < size() && peer != rank(), "[collectives.", to_string(c), "] peer ",
-             peer, " invalid: expected a rank in [0, ", size(), ") other than this rank ",
-             where(&t));
-    GT_CHECK(tag <= kMaxUserTag, "[collectives.", to_string(c), "] tag ", tag,
-             " too large: expected a tag below 2^56 ", where(&t));
   }
 
   /// The pairwise form of agree() for send/recv: the two sides swap headers

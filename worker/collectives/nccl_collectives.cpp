@@ -182,7 +182,6 @@ static_assert(std::is_trivially_copyable_v<PairHeader>);
 // gt::Error and nothing in flight, where Gloo would match by tag. So send
 // and recv on one pair must come in the same order on both ranks (which
 // Gloo's rendezvous sends need too).
-constexpr uint64_t kMaxUserTag = (uint64_t{1} << 56) - 1;
 
 class NcclCollectives final : public Collectives {
  public:
@@ -366,7 +365,7 @@ class NcclCollectives final : public Collectives {
   }
 
   void send(const at::Tensor& t, int peer, uint64_t tag) override {
-    check_peer(Collective::Send, t, peer, tag);
+    agreement::check_peer(Collective::Send, rank(), size(), peer, tag, where(&t));
     guarded(Collective::Send, &t, [&] {
       exchange_pair(Collective::Send, t, peer, tag);
       if (t.numel() == 0) return;
@@ -380,7 +379,7 @@ class NcclCollectives final : public Collectives {
   }
 
   void recv(at::Tensor& t, int peer, uint64_t tag) override {
-    check_peer(Collective::Recv, t, peer, tag);
+    agreement::check_peer(Collective::Recv, rank(), size(), peer, tag, where(&t));
     guarded(Collective::Recv, &t, [&] {
       exchange_pair(Collective::Recv, t, peer, tag);
       if (t.numel() == 0) return;
@@ -573,16 +572,6 @@ class NcclCollectives final : public Collectives {
       end<ProtocolError>(e.what());  // a peer of another build: nothing it sends is safe
     }
     return all;
-  }
-
-  /// send/recv arguments checked before any communication: without a valid
-  /// peer there is no one to tell.
-  void check_peer(Collective c, const at::Tensor& t, int peer, uint64_t tag) const {
-    GT_CHECK(peer >= 0 && peer < size() && peer != rank(), "[collectives.", to_string(c), "] peer ",
-             peer, " invalid: expected a rank in [0, ", size(), ") other than this rank ",
-             where(&t));
-    GT_CHECK(tag <= kMaxUserTag, "[collectives.", to_string(c), "] tag ", tag,
-             " too large: expected a tag below 2^56 ", where(&t));
   }
 
   /// Swaps headers (and tags) with `peer` and checks that the two calls
