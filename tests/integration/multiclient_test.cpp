@@ -16,6 +16,8 @@
 
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <regex>
 #include <string>
 #include <thread>
@@ -26,6 +28,7 @@
 #include "common/env.h"
 #include "tests/support/cluster.h"
 #include "tests/support/raw_peer.h"
+#include "tests/support/temp_dir.h"
 
 using namespace gt;
 using gt::test::op;
@@ -188,6 +191,58 @@ TEST_CASE("a session over its memory limit gets a clear error; other clients go 
   gt::synchronize();
   gt::Tensor c = gt::ones({900000});
   CHECK(c.sum().item<float>() == 900000.f);
+  gt::shutdown();
+}
+
+TEST_CASE("16 client processes with mixed workloads all get correct results",
+          "[multiclient][integration]") {
+  // Two workers, so sessions are spread and each worker interleaves eight
+  // clients. Every client checks each of its values against a reference it
+  // computes itself (mixed_client_program.cpp): training with autograd and
+  // SGD, a pipelined elementwise stream, uploads and downloads, reductions.
+  gt::test::TestCluster cluster(2);
+  REQUIRE(cluster.wait_worker_log(0, "registered worker=", 5s));
+  REQUIRE(cluster.wait_worker_log(1, "registered worker=", 5s));
+  gt::connect(cluster.endpoint());
+  const uint64_t baseline = all_bytes(gt::debug::stats());
+
+  constexpr int kClients = 16;
+  constexpr int kRounds = 10;
+  gt::test::TempDir dir("gt-mixed-clients");
+  std::vector<pid_t> pids;
+  for (int i = 0; i < kClients; ++i) {
+    const pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      const int fd = ::open(dir.file("client-" + std::to_string(i)).c_str(),
+                            O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      if (fd < 0) _exit(127);
+      dup2(fd, STDOUT_FILENO);
+      dup2(fd, STDERR_FILENO);
+      setenv("GT_DISPATCHER", cluster.endpoint().c_str(), 1);
+      const std::string index = std::to_string(i), rounds = std::to_string(kRounds);
+      execl(GT_MIXED_CLIENT_PROGRAM, GT_MIXED_CLIENT_PROGRAM, index.c_str(), rounds.c_str(),
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    pids.push_back(child);
+  }
+  for (int i = 0; i < kClients; ++i) {
+    const int code = gt::test::wait_exit(pids[static_cast<size_t>(i)], 240s);
+    std::ifstream in(dir.file("client-" + std::to_string(i)));
+    std::stringstream said;
+    said << in.rdbuf();
+    INFO("client " << i << " exited with " << code << " and said: " << said.str());
+    CHECK(code == 0);
+    CHECK_THAT(said.str(), Catch::StartsWith("ok " + std::to_string(i) + " steps=" +
+                                             std::to_string(4 * kRounds)));
+  }
+  // Each client ended its session: the workers hold what they held before.
+  CHECK(wait_stats([&](const auto& s) { return all_bytes(s) == baseline; }, 10s));
+  // Both workers took part.
+  const auto stats = gt::debug::stats();
+  REQUIRE(stats.workers.size() == 2);
+  for (const auto& w : stats.workers) CHECK(w.instructions > 1000);
   gt::shutdown();
 }
 
