@@ -135,6 +135,22 @@ constexpr int kFreeCategory = 11;
 constexpr int kSyncCategory = 12;
 constexpr int kCollectiveCategory = 13;
 
+// The bytes a compiled unit's results keep after it ran: those of the values
+// that escape it (Note [session memory]).
+uint64_t escaping_bytes(const jit::Chain& chain) {
+  uint64_t bytes = 0;
+  int32_t value = 0;
+  for (const jit::ChainOp& op : chain.ops) {
+    for (const TensorMeta& m : op.output_metas) {
+      if (static_cast<size_t>(value) < chain.escapes.size() && chain.escapes[value]) {
+        bytes = std::max(bytes, bytes + saturating_bytes(m));
+      }
+      ++value;
+    }
+  }
+  return bytes;
+}
+
 // Whether an op's result takes new memory (Note [session memory]): views and
 // in-place ops take none. A reshape that has to copy is counted at the next
 // recount.
@@ -532,6 +548,15 @@ bool Executor::run_compiled(uint64_t session_id, Session& s, Promoted& unit, Con
     }
     externals.push_back(it->second.tensor);
   }
+  // Note [session memory]: a unit whose escaping results would take the
+  // session past its limit runs eagerly instead, where the op that crosses
+  // it fails with the usual message.
+  if (options_.session_memory_limit > 0 &&
+      over_session_limit(s, escaping_bytes(chain)).has_value()) {
+    options_.jit->count_fallback();
+    flush_pending(session_id, s, ctx);
+    return false;
+  }
   jit::RunOptions ro;
   ro.device = options_.device;
   ro.scalars = m.scalars();
@@ -699,8 +724,11 @@ uint64_t Executor::session_bytes(uint64_t session) const {
 // not subtracted, since a freed id's storage may live on in a view) and
 // recounts exactly when the bound would cross the limit. Ops that make
 // views (view, reshape, transpose, slice...) and in-place ops allocate
-// nothing and are not checked; collectives and compiled units are counted
-// at the next recount.
+// nothing and are not checked. A compiled unit is checked for the results
+// that escape it and runs eagerly when they do not fit, so that the op that
+// crosses the limit is the one that fails. A collective's result is checked
+// after the collective (the rank must take part, or its peers would hang)
+// and is dropped when it does not fit.
 std::optional<std::string> Executor::over_session_limit(Session& s, uint64_t bytes) {
   const uint64_t limit = options_.session_memory_limit;
   const auto fits = [&] { return bytes <= limit && s.bytes_bound <= limit - bytes; };

@@ -497,7 +497,18 @@ void Executor::run_collective(Session& s, const wire::Instruction& in) {
     part.copy_(input.narrow(0, offset, part.numel()).view(part.sizes()));
     offset += part.numel();
   }
-  if (result.defined()) s.tensors.emplace(ids_out[0], Slot{std::move(result), nullptr});
+  if (!result.defined()) return;
+  // Note [session memory]: this rank took part whatever its session holds,
+  // so its peers finish; a result over the limit is then dropped here and
+  // its id fails for this session alone.
+  if (options_.session_memory_limit > 0) {
+    if (auto why = over_session_limit(s, result.storage().nbytes())) {
+      poison_targets(s, in, p.in_place,
+                     collective_failure(s, in, p.name, group, Status::ExecutionFailed, *why));
+      return;
+    }
+  }
+  s.tensors.emplace(ids_out[0], Slot{std::move(result), nullptr});
 }
 
 }  // namespace gt::worker

@@ -60,14 +60,15 @@ Shape shape_of(const at::Tensor& t) {
 /// thread-safe); the main thread checks afterwards.
 struct Rank {
   Rank(int worker, std::shared_ptr<collectives::Store> store,
-       std::chrono::milliseconds timeout = 10s)
+       std::chrono::milliseconds timeout = 10s, uint64_t session_memory_limit = 0)
       : provider(std::make_shared<CommunicatorProvider>(
             [this, gloo = collectives::gloo_communicator_factory(store, "127.0.0.1", timeout)](
                 const std::vector<int>& group, int rank) {
               ++communicators_made;
               return gloo(group, rank);
             })),
-        ex(ExecutorOptions{worker, at::kCPU, 0, quiet_logger(), nullptr, provider}) {}
+        ex(ExecutorOptions{worker, at::kCPU, 0, quiet_logger(), nullptr, provider,
+                           session_memory_limit}) {}
 
   std::atomic<int> communicators_made{0};
   std::shared_ptr<CommunicatorProvider> provider;
@@ -114,9 +115,12 @@ struct Rank {
 
 /// Executors of `workers` meeting through one InMemoryStore.
 struct Cluster {
-  explicit Cluster(const std::vector<int>& workers, std::chrono::milliseconds timeout = 10s) {
+  explicit Cluster(const std::vector<int>& workers, std::chrono::milliseconds timeout = 10s,
+                   uint64_t session_memory_limit = 0) {
     auto store = std::make_shared<collectives::InMemoryStore>();
-    for (int w : workers) ranks.push_back(std::make_unique<Rank>(w, store, timeout));
+    for (int w : workers) {
+      ranks.push_back(std::make_unique<Rank>(w, store, timeout, session_memory_limit));
+    }
   }
 
   /// Runs batch(rank) on every rank at once, each on a thread of its own.
@@ -264,6 +268,41 @@ TEST_CASE("a rank with a bad input takes part with zeros and poisons its own out
                                "already live in this session (inputs: (4) float32)"));
   CHECK(c[0].sync().empty());                    // reported once
   check_same(c[0].get(1), healthy0 + healthy1);  // the live output untouched, then reduced
+}
+
+TEST_CASE("a collective result over the session's memory limit is dropped on that rank only",
+          "[collectives][worker][unit]") {
+  // Note [session memory]: 1000 bytes per session. Each rank holds 256
+  // bytes; rank 0 also 600 more, so the 512-byte all_gather fits only on
+  // rank 1. Rank 0 still takes part, so rank 1 gets its result.
+  Cluster c({0, 1}, 10s, 1000);
+  const std::vector<int> g{0, 1};
+  const at::Tensor t0 = at::randn({4, 16}), t1 = at::randn({4, 16});
+  c[0].put(1, t0);
+  c[1].put(1, t1);
+  c[0].put(2, at::randn({150}));
+  c.run_all([&](size_t) {
+    return std::vector<Instr>{collective(Collective::AllGather, g, 0, 0, {4, 16}, {1}, {3})};
+  });
+  CHECK(c[1].sync().empty());
+  check_same(c[1].get(3), at::cat({t0, t1}));
+  const auto failures = c[0].sync();
+  REQUIRE(failures.size() == 1);
+  CHECK(failures[0].code == Status::ExecutionFailed);
+  CHECK(failures[0].op == "all_gather");
+  CHECK_THAT(failures[0].message,
+             Catch::StartsWith("[worker 0] all_gather over workers [0,1] failed: out of memory "
+                               "for this session: its tensors hold 856 bytes on this worker and "
+                               "the result needs 512 more, over the limit of 1000 bytes per "
+                               "session (GT_SESSION_MEMORY_LIMIT)"));
+  CHECK(c[0].ex.poison(c[0].session, 3) != nullptr);
+  // In-place collectives allocate nothing: the group goes on.
+  c.run_all([&](size_t) {
+    return std::vector<Instr>{collective(Collective::AllReduce, g, 0, 0, {4, 16}, {1}, {})};
+  });
+  CHECK(c[0].sync().empty());
+  CHECK(c[1].sync().empty());
+  check_same(c[0].get(1), t0 + t1);
 }
 
 TEST_CASE("a bucketed all_reduce reduces several tensors in one collective",

@@ -25,7 +25,8 @@ using gt::test::TempDir;
 // that every matched unit after the compile runs compiled.
 struct JitHarness {
   explicit JitHarness(int recompile_limit = 8,
-                      std::shared_ptr<collectives::CommunicatorProvider> communicators = nullptr) {
+                      std::shared_ptr<collectives::CommunicatorProvider> communicators = nullptr,
+                      uint64_t session_memory_limit = 0) {
     jit::JitOptions o;
     o.compile_all = true;
     o.trial_units = 0;
@@ -33,7 +34,8 @@ struct JitHarness {
     o.cache_dir = cache.path;
     service = std::make_shared<jit::CompileService>(o, 0, quiet_logger());
     h = std::make_unique<Harness>(ExecutorOptions{0, at::kCPU, 0, quiet_logger(), service,
-                                                           std::move(communicators)});
+                                                  std::move(communicators),
+                                                  session_memory_limit});
   }
   TempDir cache;
   std::shared_ptr<jit::CompileService> service;
@@ -252,6 +254,44 @@ TEST_CASE("a collective runs a held half unit eagerly first", "[worker][unit][ji
   CHECK(h.sync().empty());
   CHECK(j.service->stats().runs == 0);
   check_same(h.get(loop.x), torch_iterate(x0, b, 4));
+}
+
+TEST_CASE("a compiled unit whose results would pass the session's memory limit runs eagerly",
+          "[worker][unit][jit]") {
+  // Note [session memory]: 100000 bytes per session; x, b and each value of
+  // an iteration are 4000 bytes (the eager warm-up holds 20 of them).
+  JitHarness j(8, nullptr, 100000);
+  Harness& h = *j.h;
+  const at::Tensor x0 = at::randn({1000}), b = at::randn({1000});
+  Loop loop{h.put(x0), h.put(b), {}, {}};
+  h.run(loop.batch(h, 3));
+  j.service->drain();
+  // Under the limit every unit runs compiled (the bound passes the limit
+  // halfway and is recounted).
+  h.run(loop.batch(h, 4));
+  CHECK(j.service->stats().runs == 4);
+  CHECK(j.service->stats().fallbacks == 0);
+  CHECK(h.sync().empty());
+  // 90000 more bytes: x, b and this leave room for no 4000-byte result.
+  const TensorId big = h.put(at::zeros({22500}));
+  CHECK(h.sync().empty());
+  h.run(loop.batch(h, 1));
+  CHECK(j.service->stats().runs == 4);
+  CHECK(j.service->stats().fallbacks == 1);
+  // The unit's first op, run eagerly, is the one that fails.
+  const auto failures = h.sync();
+  REQUIRE(failures.size() == 1);
+  CHECK(failures[0].op == "mul_scalar");
+  CHECK_THAT(failures[0].message,
+             Catch::Contains("out of memory for this session") &&
+                 Catch::Contains("over the limit of 100000 bytes per session"));
+  // Freeing makes room: the loop goes on compiled from the last good x.
+  h.run1(free_instr({big}));
+  Loop again{h.put(torch_iterate(x0, b, 7)), loop.b, {}, {}};
+  h.run(again.batch(h, 1));
+  CHECK(j.service->stats().runs == 5);
+  CHECK(h.sync().empty());
+  check_same(h.get(again.x), torch_iterate(x0, b, 8));
 }
 
 TEST_CASE("a loop body with another shape is compiled as another variant and both run",
