@@ -1,8 +1,26 @@
 # Helpers that apply gt's warnings and sanitizer flags to gt's own targets only.
 
+# GT_SANITIZER is a comma-separated list: address,undefined is the usual
+# pair; thread stands alone (it cannot share a process with address).
+# UBSan findings abort, so a test that meets one fails instead of printing.
 set(_gt_sanitizers address thread undefined)
-if(GT_SANITIZER AND NOT GT_SANITIZER IN_LIST _gt_sanitizers)
-  message(FATAL_ERROR "gt: GT_SANITIZER must be one of ${_gt_sanitizers}, got '${GT_SANITIZER}'")
+string(REPLACE "," ";" _gt_sanitizer_list "${GT_SANITIZER}")
+foreach(_s IN LISTS _gt_sanitizer_list)
+  if(NOT _s IN_LIST _gt_sanitizers)
+    message(FATAL_ERROR "gt: GT_SANITIZER is a comma-separated list of ${_gt_sanitizers}, "
+                        "got '${GT_SANITIZER}' ('${_s}' is not one of them)")
+  endif()
+endforeach()
+if("thread" IN_LIST _gt_sanitizer_list AND "address" IN_LIST _gt_sanitizer_list)
+  message(FATAL_ERROR "gt: GT_SANITIZER='${GT_SANITIZER}': thread and address cannot be combined; "
+                      "build them in separate build dirs")
+endif()
+set(_gt_sanitizer_flags)
+if(GT_SANITIZER)
+  set(_gt_sanitizer_flags -fsanitize=${GT_SANITIZER} -fno-omit-frame-pointer)
+  if("undefined" IN_LIST _gt_sanitizer_list)
+    list(APPEND _gt_sanitizer_flags -fno-sanitize-recover=undefined)
+  endif()
 endif()
 
 # GT_FUZZ (docs/fuzzing.md): every gt target gets libFuzzer's coverage
@@ -27,7 +45,7 @@ function(gt_target_defaults target)
     target_compile_options(${target} PRIVATE -Werror)
   endif()
   if(GT_SANITIZER)
-    target_compile_options(${target} PRIVATE -fsanitize=${GT_SANITIZER} -fno-omit-frame-pointer)
+    target_compile_options(${target} PRIVATE ${_gt_sanitizer_flags})
     target_link_options(${target} PUBLIC -fsanitize=${GT_SANITIZER})
   endif()
   if(GT_FUZZ)
@@ -56,15 +74,21 @@ function(gt_add_test_exe name)
 endfunction()
 
 # gt_add_catch_tests(name sources... LIBS libs...): a test binary with Catch2's
-# shared main, registered with ctest; test cases tagged [gpu] are skipped unless
-# GT_GPU_TESTS is on.
+# shared main, registered with ctest under the label `name`; test cases tagged
+# [gpu] are skipped unless GT_GPU_TESTS is on.
 function(gt_add_catch_tests name)
   cmake_parse_arguments(ARG "" "" "LIBS" ${ARGN})
   gt_add_test_exe(${name} ${ARG_UNPARSED_ARGUMENTS})
   target_link_libraries(${name} PRIVATE gt_catch_main ${ARG_LIBS})
+  # Each case carries its binary's name as a label (ctest -L gt_integration_tests);
+  # sanitized builds run several times slower and get more time.
+  set(timeout 300)
+  if(GT_SANITIZER)
+    set(timeout 900)
+  endif()
   if(GT_GPU_TESTS)
-    catch_discover_tests(${name} PROPERTIES TIMEOUT 300)
+    catch_discover_tests(${name} PROPERTIES TIMEOUT ${timeout} LABELS ${name})
   else()
-    catch_discover_tests(${name} TEST_SPEC "~[gpu]" PROPERTIES TIMEOUT 300)
+    catch_discover_tests(${name} TEST_SPEC "~[gpu]" PROPERTIES TIMEOUT ${timeout} LABELS ${name})
   endif()
 endfunction()

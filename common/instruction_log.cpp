@@ -622,6 +622,7 @@ class LineWriter {
   char* end() const { return p_; }
   void put(char c) { *p_++ = c; }
   void put(std::string_view s) {
+    if (s.empty()) return;  // data() may be null, which memcpy must not see
     std::memcpy(p_, s.data(), s.size());
     p_ += s.size();
   }

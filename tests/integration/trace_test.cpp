@@ -172,11 +172,16 @@ TEST_CASE("gt trace records a live cluster for the requested time and stops by i
   gt::test::TestCluster cluster(2);
   gt::connect(cluster.endpoint());
   std::atomic<bool> stop{false};
+  std::string load_error;  // what the load thread threw, checked after join
   std::thread load([&] {
-    while (!stop.load()) {
-      gt::Tensor x = gt::ones({16, 16});
-      for (int i = 0; i < 50; ++i) x = (x * 1.01 + 0.5).relu();
-      (void)x.to_vector<float>();
+    try {
+      while (!stop.load()) {
+        gt::Tensor x = gt::ones({16, 16});
+        for (int i = 0; i < 50; ++i) x = (x * 1.01 + 0.5).relu();
+        (void)x.to_vector<float>();
+      }
+    } catch (const std::exception& e) {
+      load_error = e.what();
     }
   });
   const auto t0 = std::chrono::steady_clock::now();
@@ -194,6 +199,7 @@ TEST_CASE("gt trace records a live cluster for the requested time and stops by i
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   stop.store(true);
   load.join();
+  CHECK(load_error.empty());
   INFO(read_lines(dir.path / "stderr").size());
   for (const auto& l : read_lines(dir.path / "stderr")) UNSCOPED_INFO(l);
   REQUIRE(code == 0);

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -109,8 +110,32 @@ TestCluster::~TestCluster() {
     if (p > 0) waitpid(p, nullptr, 0);
   }
   if (dispatcher_ > 0) waitpid(dispatcher_, nullptr, 0);
+  keep_sanitizer_reports();
   std::error_code ec;
   std::filesystem::remove_all(dir_, ec);
+}
+
+// docs/sanitizers.md: in a sanitized build, a child's report may be only in
+// its log (UBSan ignores log_path), and a child killed at the end of a case
+// has no exit status anyone checks. So before the logs go, each one holding
+// a report is copied to GT_SANITIZER_REPORTS, which the sanitize step of
+// tools/setup.sh checks after the tests.
+void TestCluster::keep_sanitizer_reports() const {
+  const char* to = std::getenv("GT_SANITIZER_REPORTS");
+  if (to == nullptr || *to == '\0') return;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+    const std::string log = read_file(entry.path().string());
+    if (log.find("runtime error:") == std::string::npos &&
+        log.find("Sanitizer") == std::string::npos) {
+      continue;
+    }
+    const std::string name = "cluster-" + std::to_string(::getpid()) + "-" +
+                             std::filesystem::path(dir_).filename().string() + "-" +
+                             entry.path().filename().string();
+    std::filesystem::copy_file(entry.path(), std::filesystem::path(to) / name,
+                               std::filesystem::copy_options::overwrite_existing, ec);
+  }
 }
 
 int TestCluster::add_worker() {

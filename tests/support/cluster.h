@@ -55,6 +55,7 @@ class TestCluster {
 
  private:
   pid_t spawn(const std::vector<std::string>& args, const std::string& log_file);
+  void keep_sanitizer_reports() const;
   std::string dir_;
   std::string endpoint_;
   std::map<std::string, std::string> env_;
