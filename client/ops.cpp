@@ -10,6 +10,7 @@
 #include "client/internal/session.h"
 #include "common/check.h"
 #include "common/shape.h"
+#include "common/zero_copy.h"
 
 namespace gt {
 
@@ -156,16 +157,12 @@ Tensor tensor(std::vector<T> data, Shape shape) {
     for (size_t i = 0; i < data.size(); ++i) bytes[i] = data[i] ? 1 : 0;
     if (!bytes.empty()) {
       auto* owned = new std::vector<uint8_t>(std::move(bytes));
-      payload = zmq::message_t(
-          owned->data(), owned->size(),
-          [](void*, void* hint) { delete static_cast<std::vector<uint8_t>*>(hint); }, owned);
+      payload = zero_copy_frame(owned->data(), owned->size(), owned);
     }
   } else if (!data.empty()) {
     // Zero-copy: the frame owns the moved vector until ZeroMQ has sent it.
     auto* owned = new std::vector<T>(std::move(data));
-    payload = zmq::message_t(
-        owned->data(), owned->size() * sizeof(T),
-        [](void*, void* hint) { delete static_cast<std::vector<T>*>(hint); }, owned);
+    payload = zero_copy_frame(owned->data(), owned->size() * sizeof(T), owned);
   }
   return create(OpCode::FromData, std::move(shape), {}, dtype_of<T>(), false, &payload);
 }

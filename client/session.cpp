@@ -18,6 +18,7 @@
 #include "common/logging.h"
 #include "common/shape.h"
 #include "common/transport.h"
+#include "common/zero_copy.h"
 
 namespace gt::client {
 namespace {
@@ -518,6 +519,7 @@ bool Session::try_send(Frames& frames) {
   for (size_t i = 0; i < frames.size(); ++i) {
     const auto flags = i + 1 < frames.size() ? zmq::send_flags::sndmore | zmq::send_flags::dontwait
                                              : zmq::send_flags::dontwait;
+    tsan::handing_over(frames[i]);  // Note [zero-copy frames and TSan]
     if (!socket_->send(frames[i], flags)) {
       if (i == 0) return false;
       throw TransportError(detail::cat("[client] could not send a batch to the dispatcher at ",

@@ -2,6 +2,7 @@
 
 #include "common/check.h"
 #include "common/wire.h"
+#include "common/zero_copy.h"
 
 namespace gt {
 
@@ -25,6 +26,7 @@ std::optional<Frames> recv_frames(zmq::socket_t& s, bool dont_wait) {
 bool send_frames(zmq::socket_t& s, Frames& frames) {
   for (size_t i = 0; i < frames.size(); ++i) {
     const auto flags = i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
+    tsan::handing_over(frames[i]);  // Note [zero-copy frames and TSan]
     if (!s.send(frames[i], flags)) return false;
   }
   return true;

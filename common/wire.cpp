@@ -7,6 +7,7 @@
 #include <gt/error.h>
 
 #include "common/check.h"
+#include "common/zero_copy.h"
 
 namespace gt::wire {
 namespace {
@@ -16,10 +17,7 @@ zmq::message_t finish(flatbuffers::FlatBufferBuilder& fbb,
                       flatbuffers::Offset<Message> root) {
   fbb.Finish(root, MessageIdentifier());
   auto* buf = new flatbuffers::DetachedBuffer(fbb.Release());
-  return zmq::message_t(
-      buf->data(), buf->size(),
-      [](void*, void* hint) { delete static_cast<flatbuffers::DetachedBuffer*>(hint); },
-      buf);
+  return zero_copy_frame(buf->data(), buf->size(), buf);
 }
 
 template <typename T>
@@ -62,7 +60,13 @@ const Message* decode(zmq::message_t& frame) {
     void* aligned = std::aligned_alloc(alignof(uint64_t), (size + 7) / 8 * 8);
     if (!aligned) throw ProtocolError("[wire.decode] out of memory copying a header frame");
     std::memcpy(aligned, frame.data(), size);
-    frame = zmq::message_t(aligned, size, [](void* p, void*) { std::free(p); }, nullptr);
+    frame = zmq::message_t(
+        aligned, size,
+        [](void* p, void*) {
+          tsan::acquire(p);  // Note [zero-copy frames and TSan]
+          std::free(p);
+        },
+        nullptr);
   }
   const auto* data = static_cast<const uint8_t*>(frame.data());
   if (!MessageBufferHasIdentifier(data)) {

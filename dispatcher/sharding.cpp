@@ -7,6 +7,7 @@
 #include "common/check.h"
 #include "common/dtype_rules.h"
 #include "common/shape.h"
+#include "common/zero_copy.h"
 
 namespace gt::dispatcher {
 
@@ -69,16 +70,12 @@ std::vector<char> concat_rows(std::span<const std::span<const char>> parts,
 // split along an inner axis are gathered into new buffers.
 zmq::message_t share_bytes(const Payload& source, size_t offset, size_t size) {
   auto* keep = new Payload(source);
-  return zmq::message_t(
-      static_cast<char*>(source->data()) + offset, size,
-      [](void*, void* hint) { delete static_cast<Payload*>(hint); }, keep);
+  return zero_copy_frame(static_cast<char*>(source->data()) + offset, size, keep);
 }
 
 zmq::message_t own_bytes(std::vector<char> bytes) {
   auto* keep = new std::vector<char>(std::move(bytes));
-  return zmq::message_t(
-      keep->data(), keep->size(),
-      [](void*, void* hint) { delete static_cast<std::vector<char>*>(hint); }, keep);
+  return zero_copy_frame(keep->data(), keep->size(), keep);
 }
 
 namespace {

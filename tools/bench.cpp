@@ -235,6 +235,7 @@ void add_bench_options(CLI::App& app, BenchOptions& o) {
   // The client processes of `gt bench clients` (not for people: no group).
   app.add_option("--client-kind", o.client_kind)->group("")->check(CLI::Range(0, 2));
   app.add_option("--client-start-ms", o.client_start_ms)->group("");
+  app.add_option("--client-phase-ms", o.client_phase_ms)->group("");
   app.add_option("--client-seconds", o.client_seconds)->group("");
   app.add_option("--client-period-ms", o.client_period_ms)->group("");
   app.add_option("--client-out", o.client_out)->group("");
@@ -356,16 +357,20 @@ int run_bench(const BenchOptions& o) {
       }
       std::printf(
           "clients: %d clients (step/stream/upload mixed) on 1 worker, a step every %.0f ms "
-          "each: p99 step latency vs alone: worst %.2fx, median %.2fx (target <= 3); %zu steps. "
-          "Flat out: %.0f instructions/s vs %.0f for the busiest client alone (%.2f, target >= "
-          "0.8)\n",
-          c.clients, c.period_ms, c.worst_p99_ratio, c.median_p99_ratio, c.steps, c.total_ips,
-          c.solo_peak_ips, c.total_ips / c.solo_peak_ips);
+          "each: p99 step latency vs alone: worst %.2fx, median %.2fx (target <= 3); %zu steps\n",
+          c.clients, c.period_ms, c.worst_p99_ratio, c.median_p99_ratio, c.steps);
+      std::printf(
+          "clients: flat out, alone: step %.0f, stream %.0f, upload %.0f steps/s; together: "
+          "%.2f of one client's work alone (target >= 0.8); %.0f instructions/s vs %.0f for the "
+          "busiest client alone (%.2f)\n",
+          c.solo_steps_per_s[0], c.solo_steps_per_s[1], c.solo_steps_per_s[2], c.work_ratio,
+          c.total_ips, c.solo_peak_ips, c.total_ips / c.solo_peak_ips);
       if (json.size() > 1) json += ",";
       json += "\"clients\":" + std::to_string(c.clients) +
               ",\"clients_total_ips\":" + std::to_string(c.total_ips) +
               ",\"clients_solo_peak_ips\":" + std::to_string(c.solo_peak_ips) +
-              ",\"clients_throughput_ratio\":" + std::to_string(c.total_ips / c.solo_peak_ips) +
+              ",\"clients_ips_ratio\":" + std::to_string(c.total_ips / c.solo_peak_ips) +
+              ",\"clients_work_ratio\":" + std::to_string(c.work_ratio) +
               ",\"clients_worst_p99_ratio\":" + std::to_string(c.worst_p99_ratio) +
               ",\"clients_median_p99_ratio\":" + std::to_string(c.median_p99_ratio);
     }

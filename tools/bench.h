@@ -25,6 +25,7 @@ struct BenchOptions {
   // Set when `gt bench clients` starts this process as one of its clients.
   int client_kind = 0;
   int64_t client_start_ms = 0;
+  double client_phase_ms = 0;   // paced: first step this long after the start
   double client_seconds = 0;
   double client_period_ms = 0;  // 0: flat out
   std::string client_out;
@@ -39,6 +40,10 @@ struct ClientsBenchResult {
   double solo_p50_us[3] = {}, solo_p99_us[3] = {};  // per workload, alone
   double solo_peak_ips = 0;     // instructions/s of the busiest workload alone
   double total_ips = 0;         // instructions/s with every client at once
+  double solo_steps_per_s[3] = {};  // per workload, alone, flat out
+  // Flat out together: the sum over clients of their steps/s over their
+  // workload's steps/s alone; 1 = as much work as one client alone.
+  double work_ratio = 0;
   double worst_p99_ratio = 0;   // max over clients of p99 together / p99 alone (paced)
   double median_p99_ratio = 0;  // the median of the same
   size_t steps = 0;             // steps all clients completed together (paced)

@@ -95,6 +95,9 @@ std::vector<ClientResult> run_clients(const std::string& exe, const std::string&
   envp.push_back(nullptr);
   for (size_t i = 0; i < kinds.size(); ++i) {
     outs.push_back(dir + "/client-" + std::to_string(i) + ".txt");
+    // Paced clients start their periods evenly spread, as independent
+    // users would be, not all in the same millisecond.
+    const double phase_ms = period_ms * static_cast<double>(i) / static_cast<double>(kinds.size());
     std::vector<std::string> args{exe,
                                   "bench",
                                   "clients",
@@ -102,6 +105,8 @@ std::vector<ClientResult> run_clients(const std::string& exe, const std::string&
                                   std::to_string(kinds[i]),
                                   "--client-start-ms",
                                   std::to_string(start_ms),
+                                  "--client-phase-ms",
+                                  std::to_string(phase_ms),
                                   "--client-seconds",
                                   std::to_string(seconds),
                                   "--client-period-ms",
@@ -158,7 +163,8 @@ int run_bench_client(const BenchOptions& o) {
     std::vector<double> latencies;
     const auto end = Clock::now() + std::chrono::duration<double>(o.client_seconds);
     const auto period = std::chrono::duration<double, std::milli>(o.client_period_ms);
-    auto next = Clock::now();
+    auto next = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                   std::chrono::duration<double, std::milli>(o.client_phase_ms));
     while (Clock::now() < end) {
       if (o.client_period_ms > 0) {  // paced: one step per period, late steps not made up
         std::this_thread::sleep_until(next);
@@ -212,12 +218,18 @@ ClientsBenchResult bench_clients(int clients, double period_ms, double seconds) 
   }
   r.worst_p99_ratio = *std::max_element(ratios.begin(), ratios.end());
   r.median_p99_ratio = percentile(ratios, 0.5);
-  // Throughput: flat out, the busiest workload alone, then every client.
+  // Throughput: flat out, each workload alone, then every client. Work is
+  // counted in each workload's own steps, since their instructions differ
+  // in size (a stream step's 16 instructions each pass over 64K floats).
   for (int k = 0; k < kNumKinds; ++k) {
-    run_clients(exe, cluster.endpoint(), {k}, 0, seconds, dir, rate);
+    const auto solo = run_clients(exe, cluster.endpoint(), {k}, 0, seconds, dir, rate);
     r.solo_peak_ips = std::max(r.solo_peak_ips, rate);
+    r.solo_steps_per_s[k] = static_cast<double>(solo[0].latencies_us.size()) / seconds;
   }
-  run_clients(exe, cluster.endpoint(), kinds, 0, seconds, dir, r.total_ips);
+  const auto flat = run_clients(exe, cluster.endpoint(), kinds, 0, seconds, dir, r.total_ips);
+  for (const ClientResult& c : flat) {
+    r.work_ratio += static_cast<double>(c.latencies_us.size()) / seconds / r.solo_steps_per_s[c.kind];
+  }
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
   gt::shutdown();

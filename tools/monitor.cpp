@@ -12,6 +12,7 @@
 #include "common/security.h"
 #include "common/transport.h"
 #include "common/wire.h"
+#include "common/zero_copy.h"
 
 namespace gt::tools {
 namespace fs = std::filesystem;
@@ -65,6 +66,7 @@ DispatcherInfo ask_dispatcher(const std::string& dispatcher, std::chrono::millis
   HandshakeMonitor handshake(context, dealer, curve.has_value());
   dealer.connect(dispatcher);
   zmq::message_t hello = wire::encode_hello(wire::Role::Monitor, "", 0, ::getpid(), "gt monitor", 1);
+  tsan::handing_over(hello);  // Note [zero-copy frames and TSan]
   if (!dealer.send(hello, zmq::send_flags::dontwait)) {
     throw TransportError("[monitor] cannot send a Hello to the dispatcher at " + dispatcher);
   }

@@ -4,13 +4,17 @@
 #
 #   tools/setup.sh run     install, build, run the main job (Fashion-MNIST training)
 #   tools/setup.sh test    install, build, run every test through ctest, then
-#                          each fuzzer for a bounded time (docs/fuzzing.md)
+#                          each fuzzer for a bounded time (docs/fuzzing.md), then
+#                          the integration tests under sanitizers (docs/sanitizers.md)
+#   tools/setup.sh sanitize  the sanitizer part of `test` alone
 #   tools/setup.sh deps    install the packages only
 #   tools/setup.sh build   install and build only
 #
 # GT_BUILD_DIR (default: build/) and GT_JOBS (default: nproc) adjust the build.
 # GT_FUZZ_SECONDS (default: 30) is each fuzzer's run in `test`, 0 for none;
 # GT_FUZZ_BUILD_DIR (default: build-fuzz/) holds their instrumented build.
+# GT_SANITIZE (default: "address,undefined thread") lists the sanitizer builds
+# `test` makes and runs, "" for none; they live in build-asan/ and build-tsan/.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -111,6 +115,71 @@ fuzz() {
   fi
 }
 
+# The ctest labels (test binaries) each sanitizer build runs. All of the
+# integration tests run under each; ThreadSanitizer also gets the unit tests
+# of the parts with threads of their own: the client's I/O thread and batch
+# queue, the worker's I/O and executor threads, collectives and JIT service.
+sanitized_tests() {
+  case "$1" in
+    thread) echo "gt_integration_tests gt_client_tests gt_worker_tests" ;;
+    *) echo "gt_integration_tests" ;;
+  esac
+}
+
+# Builds gt and the tests with each sanitizer set of GT_SANITIZE in a build
+# dir of its own and runs them there. Every process the tests start (the
+# dispatcher, workers, client programs) is the sanitized build too, and
+# writes any report to a file: the run fails if a report was written, even
+# by a process whose exit no test looked at.
+sanitize() {
+  local sets=${GT_SANITIZE-address,undefined thread}
+  local san failed=0
+  for san in $sets; do
+    local dir=$root/build-asan
+    [ "$san" = thread ] && dir=$root/build-tsan
+    local start=$SECONDS
+    local labels
+    labels=$(sanitized_tests "$san")
+    cmake -S "$root" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DGT_SANITIZER="$san" \
+      -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DGT_BUILD_TESTS=ON >/dev/null
+    # shellcheck disable=SC2086
+    cmake --build "$dir" -j "$jobs" --target $labels
+    echo "gt: built with -fsanitize=$san in $((SECONDS - start)) s"
+    local reports=$dir/sanitizer-reports
+    rm -rf "$reports"
+    mkdir -p "$reports"
+    local supp=$root/tools/sanitizers
+    local common="log_path=$reports/report:log_exe_name=1:print_stacktrace=1"
+    export GT_SANITIZER_REPORTS=$reports
+    # Sanitized processes run 2-15x slower and share the cores with the
+    # other tests: a longer default liveness timeout keeps a slow turn from
+    # reading as a dead peer. Tests about timeouts set their own.
+    export GT_HEARTBEAT_TIMEOUT_MS=${GT_HEARTBEAT_TIMEOUT_MS:-15000}
+    local regex
+    regex="^($(echo "$labels" | tr ' ' '|'))\$"
+    (
+      cd "$dir"
+      ASAN_OPTIONS="$common:detect_leaks=1:abort_on_error=0" \
+        LSAN_OPTIONS="suppressions=$supp/lsan.supp" \
+        UBSAN_OPTIONS="$common:halt_on_error=1" \
+        TSAN_OPTIONS="$common:suppressions=$supp/tsan.supp:history_size=4" \
+        ctest --output-on-failure -j "$jobs" -L "$regex" -E '\[gpu\]'
+    ) || failed=1
+    if compgen -G "$reports/report*" >/dev/null; then
+      echo "gt: -fsanitize=$san reported (files in $reports):" >&2
+      local f
+      for f in "$reports"/report*; do
+        echo "== $f" >&2
+        head -n 60 "$f" >&2
+      done
+      failed=1
+    fi
+    echo "gt: -fsanitize=$san build and tests took $((SECONDS - start)) s"
+  done
+  return $failed
+}
+
 case "${1:-run}" in
   deps) install_deps ;;
   build) install_deps; build ;;
@@ -125,6 +194,8 @@ case "${1:-run}" in
     cd "$build"
     ctest --output-on-failure -j "$jobs" -E '\[gpu\]'
     fuzz
+    sanitize
     ;;
-  *) echo "usage: tools/setup.sh run|test|deps|build" >&2; exit 2 ;;
+  sanitize) install_deps; sanitize ;;
+  *) echo "usage: tools/setup.sh run|test|sanitize|deps|build" >&2; exit 2 ;;
 esac

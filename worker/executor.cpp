@@ -14,6 +14,7 @@
 #include "common/check.h"
 #include "common/dtype_rules.h"
 #include "common/logging.h"
+#include "common/zero_copy.h"
 #include "worker/internal/tensor_meta.h"
 #include "worker/kernels.h"
 
@@ -117,7 +118,8 @@ struct FetchHold {
   const c10::StorageImpl* storage = nullptr;
 };
 
-void free_fetch_hold(void*, void* hint) noexcept {
+void free_fetch_hold(void* data, void* hint) noexcept {
+  tsan::acquire(data);  // Note [zero-copy frames and TSan]
   auto* hold = static_cast<FetchHold*>(hint);
   if (hold->tracker) hold->tracker->release(hold->storage);
   delete hold;

@@ -27,6 +27,7 @@
 #include "common/security.h"
 #include "common/transport.h"
 #include "common/wire.h"
+#include "common/zero_copy.h"
 #include "worker/collectives/communicators.h"
 #include "worker/collectives/dispatcher_store.h"
 #include "worker/fair_queue.h"
@@ -419,6 +420,7 @@ void Worker::Impl::executor_main() {
     // full pipe gives up instead of blocking the join.
     const ReplySink sink = [&](Frames&& frames) {
       if (frames.empty()) return;
+      for (auto& f : frames) tsan::handing_over(f);  // Note [zero-copy frames and TSan]
       const auto first = frames.size() > 1 ? zmq::send_flags::sndmore : zmq::send_flags::none;
       for (;;) {
         try {
