@@ -7,7 +7,16 @@
 
 #include <zmq.hpp>
 
+// GCC says __SANITIZE_THREAD__; clang documents __has_feature(thread_sanitizer).
 #if defined(__SANITIZE_THREAD__)
+#define GT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define GT_TSAN 1
+#endif
+#endif
+
+#if defined(GT_TSAN)
 extern "C" void __tsan_acquire(void* addr);
 extern "C" void __tsan_release(void* addr);
 #endif
@@ -25,7 +34,7 @@ namespace gt {
 // nothing. (ZeroMQ's own copies of the bytes are left out by
 // tools/sanitizers/tsan.supp.)
 namespace tsan {
-#if defined(__SANITIZE_THREAD__)
+#if defined(GT_TSAN)
 inline void release(void* p) { __tsan_release(p); }
 inline void acquire(void* p) { __tsan_acquire(p); }
 #else
