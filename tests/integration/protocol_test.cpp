@@ -9,6 +9,8 @@
 
 #include <unistd.h>
 
+#include <cstring>
+
 #include "common/transport.h"
 #include "common/wire.h"
 #include "tests/support/cluster.h"
@@ -138,4 +140,88 @@ TEST_CASE("a client that disconnects has its tensors freed on the worker",
                                          " freed=2",
                                   std::chrono::seconds(5)));
   }
+}
+
+namespace {
+
+// Fetches tensor `id` of the raw peer's session as floats.
+std::vector<float> fetch_floats(RawPeer& raw, uint64_t session, uint64_t id, uint64_t request) {
+  wire::Instr fetch;
+  fetch.kind = wire::InstrKind::Fetch;
+  fetch.inputs = {id};
+  fetch.request = request;
+  raw.send(wire::encode_batch(session, request, std::span(&fetch, 1)));
+  auto f = raw.recv();
+  const auto* r = wire::decode(f[0])->body_as_FetchReply();
+  REQUIRE(r != nullptr);
+  REQUIRE(r->request() == request);
+  REQUIRE(f.size() == 2);
+  std::vector<float> out(f[1].size() / sizeof(float));
+  std::memcpy(out.data(), f[1].data(), out.size() * sizeof(float));
+  return out;
+}
+
+std::string float_bytes(const std::vector<float>& v) {
+  return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+}
+
+}  // namespace
+
+TEST_CASE("replayed and oversized messages get errors and touch no other session",
+          "[protocol][integration]") {
+  gt::test::TestCluster cluster(1);
+  RawPeer victim(cluster.endpoint());
+  const uint64_t a = victim.hello_client();
+  auto upload = op(OpCode::FromData, {1}, {}, {4});
+  upload.payload = 0;
+  const std::vector<float> values{1, 2, 3, 4};
+  auto victim_batch = [&] { return wire::encode_batch(a, 1, std::span(&upload, 1)); };
+  victim.send(victim_batch(), {float_bytes(values)});
+  REQUIRE(victim.sync(a, 1).empty());
+
+  // Another connection replays the victim's batch byte for byte (its header
+  // names the victim's session) and then zeroes "tensor 1" of that session:
+  // the dispatcher runs both in the replayer's own session.
+  RawPeer attacker(cluster.endpoint());
+  const uint64_t b = attacker.hello_client();
+  REQUIRE(b != a);
+  attacker.send(victim_batch(), {float_bytes(values)});
+  auto zero = op(OpCode::ZeroInplace, {}, {1});
+  attacker.send(wire::encode_batch(a, 2, std::span(&zero, 1)));
+  CHECK(attacker.sync(b, 3).empty());
+  CHECK(fetch_floats(attacker, b, 1, 4) == std::vector<float>{0, 0, 0, 0});
+  CHECK(fetch_floats(victim, a, 1, 2) == values);
+
+  // The victim's own replay names the id that is already live and changes nothing.
+  victim.send(victim_batch(), {float_bytes({9, 9, 9, 9})});
+  auto errors = victim.sync(a, 3);
+  REQUIRE(errors.size() == 1);
+  CHECK_THAT(errors[0].message, Catch::Contains("output id 1 is already live"));
+  CHECK(fetch_floats(victim, a, 1, 4) == values);
+
+  // Oversized: a result beyond the worker's memory, a shape beyond any
+  // tensor, a data frame far larger than its tensor, a 4 MiB header of
+  // garbage. Each is refused with a message that names the sizes.
+  std::vector<wire::Instr> huge{op(OpCode::Zeros, {2}, {}, {int64_t{1} << 40}),
+                                op(OpCode::Zeros, {3}, {}, {int64_t{1} << 30, int64_t{1} << 30}),
+                                upload};
+  huge[2].outputs = {4};
+  victim.send(wire::encode_batch(a, 5, huge), {std::string(size_t{64} << 20, 'x')});
+  errors = victim.sync(a, 6);
+  REQUIRE(errors.size() == 3);
+  CHECK(errors[0].code == Status::ExecutionFailed);
+  CHECK_THAT(errors[0].message, Catch::Contains("out of memory") && Catch::Contains("capacity"));
+  CHECK_THAT(errors[1].message, Catch::Contains("1073741824"));
+  CHECK(errors[2].code == Status::PayloadMismatch);
+  victim.send_raw(std::string(size_t{4} << 20, '\xff'));
+  auto reply = victim.try_recv(std::chrono::seconds(10));
+  REQUIRE(reply.has_value());
+  CHECK(expect_error(*reply).code == Status::Malformed);
+
+  // Nothing was lost: the victim's tensor, the attacker's, and a new client.
+  CHECK(fetch_floats(victim, a, 1, 7) == values);
+  CHECK(fetch_floats(attacker, b, 1, 5) == std::vector<float>{0, 0, 0, 0});
+  gt::connect(cluster.endpoint());
+  CHECK(gt::arange(4).sum().item<int64_t>() == 6);
+  gt::shutdown();
 }
