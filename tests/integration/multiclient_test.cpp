@@ -31,27 +31,14 @@
 #include "tests/support/temp_dir.h"
 
 using namespace gt;
+using gt::test::fetch_instr;
+using gt::test::free_instr;
 using gt::test::op;
 using gt::test::RawPeer;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 namespace {
-
-wire::Instr fetch_instr(uint64_t id, uint64_t request) {
-  wire::Instr f;
-  f.kind = wire::InstrKind::Fetch;
-  f.inputs = {id};
-  f.request = request;
-  return f;
-}
-
-wire::Instr free_instr(std::vector<uint64_t> ids) {
-  wire::Instr f;
-  f.kind = wire::InstrKind::Free;
-  f.inputs = std::move(ids);
-  return f;
-}
 
 // The dispatcher's index of the worker at position i of the cluster, from
 // the worker's log ("registered worker=N").

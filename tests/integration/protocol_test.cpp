@@ -19,6 +19,7 @@
 using namespace gt;
 using gt::test::RawPeer;
 using gt::test::expect_error;
+using gt::test::fetch_instr;
 using gt::test::op;
 
 TEST_CASE("garbage, truncated and out-of-order messages get error replies",
@@ -87,11 +88,7 @@ TEST_CASE("unknown op codes, unknown ids and bad payloads are reported at sync",
   CHECK(errors[3].code == Status::PayloadMismatch);
 
   // the valid tensor is there; fetching a poisoned one answers the original failure
-  wire::Instr fetch;
-  fetch.kind = wire::InstrKind::Fetch;
-  fetch.inputs = {6};
-  fetch.request = 101;
-  raw.send(wire::encode_batch(session, 2, std::span(&fetch, 1)));
+  raw.send(wire::encode_batch(session, 2, std::vector{fetch_instr(6, 101)}));
   auto f = raw.recv();
   const auto* r = wire::decode(f[0])->body_as_FetchReply();
   REQUIRE(r != nullptr);
@@ -99,9 +96,7 @@ TEST_CASE("unknown op codes, unknown ids and bad payloads are reported at sync",
   REQUIRE(f.size() == 2);
   CHECK(f[1].size() == 6 * sizeof(float));
 
-  fetch.inputs = {3};
-  fetch.request = 102;
-  raw.send(wire::encode_batch(session, 3, std::span(&fetch, 1)));
+  raw.send(wire::encode_batch(session, 3, std::vector{fetch_instr(3, 102)}));
   f = raw.recv();
   CHECK(expect_error(f).code == Status::UnknownTensor);
 
@@ -146,11 +141,7 @@ namespace {
 
 // Fetches tensor `id` of the raw peer's session as floats.
 std::vector<float> fetch_floats(RawPeer& raw, uint64_t session, uint64_t id, uint64_t request) {
-  wire::Instr fetch;
-  fetch.kind = wire::InstrKind::Fetch;
-  fetch.inputs = {id};
-  fetch.request = request;
-  raw.send(wire::encode_batch(session, request, std::span(&fetch, 1)));
+  raw.send(wire::encode_batch(session, request, std::vector{fetch_instr(id, request)}));
   auto f = raw.recv();
   const auto* r = wire::decode(f[0])->body_as_FetchReply();
   REQUIRE(r != nullptr);

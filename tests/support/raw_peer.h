@@ -92,4 +92,19 @@ inline wire::Instr op(OpCode code, std::vector<uint64_t> outs, std::vector<uint6
   return i;
 }
 
+inline wire::Instr fetch_instr(uint64_t id, uint64_t request) {
+  wire::Instr f;
+  f.kind = wire::InstrKind::Fetch;
+  f.inputs = {id};
+  f.request = request;
+  return f;
+}
+
+inline wire::Instr free_instr(std::vector<uint64_t> ids) {
+  wire::Instr f;
+  f.kind = wire::InstrKind::Free;
+  f.inputs = std::move(ids);
+  return f;
+}
+
 }  // namespace gt::test
