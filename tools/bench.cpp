@@ -359,6 +359,12 @@ int run_bench(const BenchOptions& o) {
           "clients: %d clients (step/stream/upload mixed) on 1 worker, a step every %.0f ms "
           "each: p99 step latency vs alone: worst %.2fx, median %.2fx (target <= 3); %zu steps\n",
           c.clients, c.period_ms, c.worst_p99_ratio, c.median_p99_ratio, c.steps);
+      for (int k = 0; k < 3 && k < c.clients; ++k) {
+        std::printf("clients: %s together: p50 %.0f us, p99 %.0f us over its clients' steps; "
+                    "its worst client's p99 %.2fx alone\n",
+                    clients_kind_name(k).c_str(), c.together_p50_us[k], c.together_p99_us[k],
+                    c.worst_ratio_of[k]);
+      }
       std::printf(
           "clients: flat out, alone: step %.0f, stream %.0f, upload %.0f steps/s; together: "
           "%.2f of one client's work alone (target >= 0.8); %.0f instructions/s vs %.0f for the "

@@ -20,7 +20,7 @@ struct BenchOptions {
   int batch = 128;            // train: samples per step (dp: 1024 unless given)
   int64_t bytes = 16 << 20;   // allreduce: bytes per all-reduce
   int clients = 16;           // clients: concurrent client processes
-  double seconds = 3;         // clients: measured seconds per phase
+  double seconds = 10;        // clients: measured seconds per phase (500 paced steps per client)
   double period_ms = 20;      // clients: one step per period in the latency phases
   // Set when `gt bench clients` starts this process as one of its clients.
   int client_kind = 0;
@@ -44,6 +44,9 @@ struct ClientsBenchResult {
   // Flat out together: the sum over clients of their steps/s over their
   // workload's steps/s alone; 1 = as much work as one client alone.
   double work_ratio = 0;
+  // Paced together, per workload: p50 and p99 over all its clients' steps,
+  // and the largest of its clients' p99 ratios.
+  double together_p50_us[3] = {}, together_p99_us[3] = {}, worst_ratio_of[3] = {};
   double worst_p99_ratio = 0;   // max over clients of p99 together / p99 alone (paced)
   double median_p99_ratio = 0;  // the median of the same
   size_t steps = 0;             // steps all clients completed together (paced)

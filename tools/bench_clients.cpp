@@ -212,9 +212,16 @@ ClientsBenchResult bench_clients(int clients, double period_ms, double seconds) 
   }
   const auto paced = run_clients(exe, cluster.endpoint(), kinds, period_ms, seconds, dir, rate);
   std::vector<double> ratios;
+  std::vector<double> pooled[kNumKinds];
   for (const ClientResult& c : paced) {
     ratios.push_back(percentile(c.latencies_us, 0.99) / r.solo_p99_us[c.kind]);
+    r.worst_ratio_of[c.kind] = std::max(r.worst_ratio_of[c.kind], ratios.back());
+    pooled[c.kind].insert(pooled[c.kind].end(), c.latencies_us.begin(), c.latencies_us.end());
     r.steps += c.latencies_us.size();
+  }
+  for (int k = 0; k < kNumKinds; ++k) {
+    r.together_p50_us[k] = percentile(pooled[k], 0.5);
+    r.together_p99_us[k] = percentile(pooled[k], 0.99);
   }
   r.worst_p99_ratio = *std::max_element(ratios.begin(), ratios.end());
   r.median_p99_ratio = percentile(ratios, 0.5);
