@@ -19,7 +19,8 @@ inline constexpr int64_t kMaxRank = 16;
 /// "(2, 3)"; a scalar shape prints as "()".
 std::string shape_str(std::span<const int64_t> shape);
 
-/// Element count; throws std::invalid_argument on negative dims or past kMaxNumel.
+/// Element count; throws std::invalid_argument on negative dims, or when the
+/// product of the nonzero dims passes kMaxNumel (an empty tensor too).
 int64_t checked_numel(std::span<const int64_t> shape);
 
 /// Element count without checks (shape already validated).

@@ -88,6 +88,16 @@ TEST_CASE("creation ops validate shapes and dtypes", "[op_table][unit]") {
   CHECK(run(OpCode::Zeros, {}, {2, 3}, {}, kInt64)[0] == TensorMeta{{2, 3}, kInt64});
   CHECK_THROWS_WITH(run(OpCode::Zeros, {}, {2, -3}), Catch::Contains("negative"));
   CHECK_THROWS_WITH(run(OpCode::Randn, {}, {2}, {}, kInt64), Catch::Contains("floating"));
+  // An empty tensor is bounded by its nonzero dims (found by tests/fuzz, executor:
+  // LibTorch's strides of (0, 2^60, 16) overflowed and crashed the worker).
+  CHECK(run(OpCode::Zeros, {}, {0, int64_t{1} << 40, 256})[0].shape ==
+        Shape{0, int64_t{1} << 40, 256});
+  CHECK_THROWS_WITH(run(OpCode::Zeros, {}, {0, int64_t{1} << 60, 16}),
+                    Catch::Contains("is empty but its nonzero dims multiply past 2^48"));
+  CHECK_THROWS_WITH(run(OpCode::Zeros, {}, {int64_t{1} << 40, int64_t{1} << 40, 0}),
+                    Catch::Contains("is empty but its nonzero dims multiply past 2^48"));
+  CHECK_THROWS_WITH(run(OpCode::Reshape, {f32({0})}, {0, int64_t{1} << 62, 4}),
+                    Catch::Contains("nonzero dims multiply past 2^48"));
   CHECK_THROWS(run(OpCode::Zeros, {}, {1 << 30, 1 << 30}));
   CHECK(run(OpCode::Arange, {}, {}, {0, 10, 3}, kInt64)[0].shape == Shape{4});
   CHECK_THROWS(run(OpCode::Arange, {}, {}, {0, 10, -1}, kInt64));

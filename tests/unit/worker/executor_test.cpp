@@ -551,9 +551,11 @@ TEST_CASE("executor rejects bad arity, attributes and live output ids", "[worker
          op(OpCode::Neg, {}, {a}),                          // missing output id
          op(OpCode::Sum, {4}, {a}, {0, 7}),                 // dim out of range
          op(OpCode::Zeros, {5}, {}, {-2}),                  // negative dim
-         op(OpCode::Zeros, {6}, {}, {1 << 30, 1 << 30})});  // past 2^48 elements
+         op(OpCode::Zeros, {6}, {}, {1 << 30, 1 << 30}),    // past 2^48 elements
+         // Empty, but its strides would overflow (found by tests/fuzz).
+         op(OpCode::Rand, {7}, {}, {0, 1, 0, 0, int64_t{1} << 56, 4, 79, 3})});
   auto failures = h.sync();
-  REQUIRE(failures.size() == 8);
+  REQUIRE(failures.size() == 9);
   for (const auto& f : failures) CHECK(f.code == Status::InvalidArgument);
   CHECK_THAT(failures[3].message, Catch::Contains("already live"));
   // The live tensor named as an output was not touched.
