@@ -27,15 +27,46 @@ endif()
 # instrumentation plus ASan and UBSan, so a fuzzer sees edges and bad reads
 # inside the libraries it drives, not only in its own file. A separate
 # sanitizer would conflict with those flags.
+#
+# Note [gcc fuzz build]: with clang, -fsanitize=fuzzer does it all. Debian's
+# LibTorch headers do not compile with clang in C++20 (Note [executor
+# fuzzing] in tests/fuzz/CMakeLists.txt), so the executor's fuzzer is built
+# with GCC: its ASan and UBSan, -fsanitize-coverage=trace-pc,trace-cmp, and
+# clang's libFuzzer runtime (an archive of plain C++, which g++ links). GCC's
+# trace-pc hook is one libFuzzer no longer counts; tests/fuzz/gcc_coverage.cpp
+# turns it into edge counters libFuzzer reads, and gt_add_fuzzer links each
+# fuzzer with it.
 if(GT_FUZZ)
-  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
-    message(FATAL_ERROR "gt: GT_FUZZ needs clang with libFuzzer, got ${CMAKE_CXX_COMPILER_ID}: "
-                        "configure with -DCMAKE_CXX_COMPILER=clang++ (Debian: clang libclang-rt-dev)")
-  endif()
   if(GT_SANITIZER)
     message(FATAL_ERROR "gt: GT_FUZZ already builds with address and undefined: leave GT_SANITIZER empty")
   endif()
-  set(_gt_fuzz_flags -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined)
+  if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    set(_gt_fuzz_flags -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined)
+  elseif(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+    set(_gt_fuzz_flags -fsanitize=address,undefined -fno-sanitize-recover=undefined
+                       -fsanitize-coverage=trace-pc,trace-cmp)
+    if(NOT GT_LIBFUZZER_ARCHIVE)
+      find_program(GT_CLANG_FOR_LIBFUZZER NAMES clang++ clang)
+      if(GT_CLANG_FOR_LIBFUZZER)
+        execute_process(COMMAND ${GT_CLANG_FOR_LIBFUZZER} -print-runtime-dir
+                        OUTPUT_VARIABLE _gt_clang_runtime_dir OUTPUT_STRIP_TRAILING_WHITESPACE
+                        ERROR_QUIET)
+      endif()
+      find_file(GT_LIBFUZZER_ARCHIVE
+                NAMES libclang_rt.fuzzer-${CMAKE_SYSTEM_PROCESSOR}.a libclang_rt.fuzzer.a
+                PATHS "${_gt_clang_runtime_dir}" NO_DEFAULT_PATH
+                DOC "gt: clang's libFuzzer runtime, for a GT_FUZZ build with GCC")
+    endif()
+    if(NOT GT_LIBFUZZER_ARCHIVE)
+      message(FATAL_ERROR "gt: a GT_FUZZ build with GCC links clang's libFuzzer runtime, and "
+                          "libclang_rt.fuzzer-${CMAKE_SYSTEM_PROCESSOR}.a was not found under "
+                          "`clang++ -print-runtime-dir` ('${_gt_clang_runtime_dir}'): install "
+                          "clang and libclang-rt-dev, or set -DGT_LIBFUZZER_ARCHIVE=PATH")
+    endif()
+  else()
+    message(FATAL_ERROR "gt: GT_FUZZ needs clang or GCC, got ${CMAKE_CXX_COMPILER_ID}: configure "
+                        "with -DCMAKE_CXX_COMPILER=clang++ (Debian: clang libclang-rt-dev)")
+  endif()
 endif()
 
 function(gt_target_defaults target)

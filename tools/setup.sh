@@ -12,7 +12,8 @@
 #
 # GT_BUILD_DIR (default: build/) and GT_JOBS (default: nproc) adjust the build.
 # GT_FUZZ_SECONDS (default: 30) is each fuzzer's run in `test`, 0 for none;
-# GT_FUZZ_BUILD_DIR (default: build-fuzz/) holds their instrumented build.
+# GT_FUZZ_BUILD_DIR (default: build-fuzz/) holds their instrumented build, and
+# GT_FUZZ_BUILD_DIR-gcc the executor's (built with GCC while clang cannot).
 # GT_SANITIZE (default: "address,undefined thread") lists the sanitizer builds
 # `test` makes and runs, "" for none; they live in build-asan/ and build-tsan/.
 set -euo pipefail
@@ -71,6 +72,9 @@ have_libfuzzer() {
 # each for GT_FUZZ_SECONDS from the committed corpus, GT_JOBS at a time. New
 # inputs they find stay in the build dir; a crash fails the run and leaves
 # its input under fuzz-artifacts/ (docs/fuzzing.md says how to replay it).
+# clang builds every fuzzer it can; where it cannot build the executor's
+# (Debian's LibTorch headers), GCC builds that one in "$dir-gcc" with clang's
+# libFuzzer runtime (Note [gcc fuzz build] in cmake/gt_helpers.cmake).
 fuzz() {
   local seconds=${GT_FUZZ_SECONDS:-30}
   local dir=${GT_FUZZ_BUILD_DIR:-$root/build-fuzz}
@@ -85,10 +89,19 @@ fuzz() {
     -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" \
     -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DGT_FUZZ=ON -DGT_BUILD_TOOLS=OFF >/dev/null
   cmake --build "$dir" -j "$jobs" --target gt_fuzzers
+  local fuzzers=("$dir"/bin/gt_fuzz_*)
+  if [ ! -x "$dir/bin/gt_fuzz_executor" ]; then
+    cmake -S "$root" -B "$dir-gcc" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCMAKE_C_COMPILER=gcc -DCMAKE_CXX_COMPILER=g++ \
+      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
+      -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DGT_FUZZ=ON -DGT_BUILD_TOOLS=OFF >/dev/null
+    cmake --build "$dir-gcc" -j "$jobs" --target gt_fuzz_executor
+    fuzzers+=("$dir-gcc/bin/gt_fuzz_executor")
+  fi
   echo "gt: fuzzers built in $((SECONDS - start)) s; running each for $seconds s"
   mkdir -p "$dir/fuzz-artifacts" "$dir/fuzz-logs"
   local fuzzer name pids=() names=() failed=0
-  for fuzzer in "$dir"/bin/gt_fuzz_*; do
+  for fuzzer in "${fuzzers[@]}"; do
     name=${fuzzer##*/gt_fuzz_}
     mkdir -p "$dir/fuzz-corpus/$name"
     # The first corpus dir takes what the fuzzer finds; the committed one is
