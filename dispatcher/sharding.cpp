@@ -1052,7 +1052,12 @@ void ShardedSession::rewrite(const wire::Instruction& in, std::span<const Payloa
   std::vector<Names> names(ins.size());
   for (size_t i = 0; i < ins.size(); ++i) names[i] = convert(input_ids[i], *ins[i], plan.inputs[i], out);
 
-  const wire::Instr base = wire::to_instr(&in);
+  // A payload index means something only on a FromData, which gets its own
+  // per worker below; on any other op it would name a frame the worker's
+  // batch does not have (found by tests/fuzz/sharding_fuzz.cpp: a randn with
+  // payload 0).
+  wire::Instr base = wire::to_instr(&in);
+  base.payload = -1;
   const Layout& run = plan.run;
   // FromData: the client's frame, shared or split per worker (Note [payload
   // sharing]).

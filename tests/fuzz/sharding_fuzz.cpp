@@ -76,7 +76,10 @@ struct Rig {
       }
       for (const wire::Instr& in : o.instrs) {
         if (in.payload >= 0 && static_cast<size_t>(in.payload) >= o.data.size()) {
-          fail("an instruction names payload " + std::to_string(in.payload) + " of " +
+          const OpInfo* op = find_op(static_cast<uint16_t>(in.op));
+          fail(std::string("an instruction (") + wire::EnumNameInstrKind(in.kind) + " " +
+               (op ? std::string(op->name) : "?") + ") for worker " + std::to_string(w) +
+               " names payload " + std::to_string(in.payload) + " of " +
                std::to_string(o.data.size()) + " data frames");
         }
       }

@@ -285,6 +285,26 @@ TEST_CASE("backward frames follow the signal's backward entry", "[sharding]") {
   CHECK(out.count(2) == 1);
 }
 
+TEST_CASE("a payload index on an op other than an upload is not forwarded", "[sharding]") {
+  // Found by tests/fuzz/sharding_fuzz.cpp: a randn carrying payload 0 went to
+  // the workers as is, naming a data frame their batches did not have.
+  Rig rig(2, "rows: {shard: {axis: 0}}");
+  wire::Instr r = op(OpCode::Randn, {1}, {}, {4, 2});
+  r.payload = 0;
+  wire::Instr t = op(OpCode::FromData, {2}, {}, {4, 2});
+  t.payload = 1;
+  const Outputs out = rig.run({scope("rows"), r, t}, {floats_bytes(8), floats_bytes(8)});
+  REQUIRE(out.size() == 2);
+  for (const auto& [w, o] : out) {
+    INFO("worker " << w);
+    REQUIRE(o.data.size() == 1);  // the upload's rows only
+    for (const auto& i : o.instrs) {
+      if (i.op == OpCode::FromData) CHECK(i.payload == 0);
+      else CHECK(i.payload == -1);
+    }
+  }
+}
+
 TEST_CASE("the rewriter refuses what clients may not send", "[sharding]") {
   Rig rig(2, "rows: {shard: {axis: 0}}");
   wire::Instr c;
