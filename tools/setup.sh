@@ -68,6 +68,14 @@ have_libfuzzer() {
   return $ok
 }
 
+# build_fuzzers DIR CC CXX FLAGS TARGET: a GT_FUZZ build of TARGET in DIR.
+build_fuzzers() {
+  cmake -S "$root" -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_C_COMPILER="$2" -DCMAKE_CXX_COMPILER="$3" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$4" \
+    -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DGT_FUZZ=ON -DGT_BUILD_TOOLS=OFF >/dev/null
+  cmake --build "$1" -j "$jobs" --target "$5"
+}
+
 # Builds the fuzzers alone (instrumented, in their own build dir) and runs
 # each for GT_FUZZ_SECONDS from the committed corpus, GT_JOBS at a time. New
 # inputs they find stay in the build dir; a crash fails the run and leaves
@@ -84,18 +92,10 @@ fuzz() {
     return 0
   fi
   local start=$SECONDS
-  cmake -S "$root" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" \
-    -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DGT_FUZZ=ON -DGT_BUILD_TOOLS=OFF >/dev/null
-  cmake --build "$dir" -j "$jobs" --target gt_fuzzers
+  build_fuzzers "$dir" clang clang++ "-O1 -gline-tables-only" gt_fuzzers
   local fuzzers=("$dir"/bin/gt_fuzz_*)
   if [ ! -x "$dir/bin/gt_fuzz_executor" ]; then
-    cmake -S "$root" -B "$dir-gcc" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-      -DCMAKE_C_COMPILER=gcc -DCMAKE_CXX_COMPILER=g++ \
-      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
-      -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DGT_FUZZ=ON -DGT_BUILD_TOOLS=OFF >/dev/null
-    cmake --build "$dir-gcc" -j "$jobs" --target gt_fuzz_executor
+    build_fuzzers "$dir-gcc" gcc g++ "-O1 -g1" gt_fuzz_executor
     fuzzers+=("$dir-gcc/bin/gt_fuzz_executor")
   fi
   echo "gt: fuzzers built in $((SECONDS - start)) s; running each for $seconds s"

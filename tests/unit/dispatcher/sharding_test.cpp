@@ -1,10 +1,9 @@
 // The sharding rules without processes: instructions in, per-worker
 // instructions out (dispatcher/sharding.h).
 
-#include <chrono>
-
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <numeric>
 
 #include "common/config.h"
